@@ -1,0 +1,232 @@
+"""Kenning's command line: parse, call, print. Errors in the user's input exit with code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kenning.config import Config, load_config, parse_assignment
+from kenning.errors import KenningError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Recognise instances (a landmark, one particular whale) from photos, or say they are new.",
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override any config key: --set train.lr=1e-4 (repeatable).")
+]
+SplitOpt = Annotated[str, typer.Option(help="Split to use: train, test, val, eval (test or val), or all.")]
+
+
+def _config(path: Path | None, sets: list[str] | None, flags: dict[str, Any]) -> Config:
+    overrides = dict(parse_assignment(s) for s in sets or [])
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return load_config(path, overrides)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the demo set into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same images.")] = 0,
+) -> None:
+    """Write the built-in demo set: drawn landmarks in many views, distractors, and enroll/ photos."""
+    from kenning.data.demo import DemoSpec, write_demo_set
+
+    table = write_demo_set(out, DemoSpec(seed=seed))
+    by_split = table.groupby("split")["label"].agg(["size", lambda s: s[s != ""].nunique()])
+    for split, (images, identities) in by_split.iterrows():
+        typer.echo(f"{split}: {images} images, {identities} identities")
+    typer.echo(f"wrote {out / 'labels.csv'}; a new landmark to enroll is in {out / 'enroll'}")
+
+
+@app.command("train-embed")
+def train_embed(
+    data: Annotated[Path, typer.Option(help="Dataset folder (labels.csv, train.csv or class folders).")],
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    config: ConfigOpt = None,
+    split: SplitOpt = "train",
+    epochs: Annotated[int | None, typer.Option(help="train.epochs")] = None,
+    backbone: Annotated[str | None, typer.Option(help="model.backbone: any timm model name")] = None,
+    weights: Annotated[Path | None, typer.Option(help="model.weights: local checkpoint for the backbone")] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option("--pretrained/--no-pretrained", help="model.pretrained: packaged ImageNet weights or random init"),
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="model.image_size")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="model.embedding_dim (0: no head)")] = None,
+    lr: Annotated[float | None, typer.Option(help="train.lr (backbone)")] = None,
+    device: Annotated[str | None, typer.Option(help="train.device: auto, cpu or cuda")] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Fine-tune a timm backbone + GeM + embedding head with ArcFace on P x K class-balanced batches."""
+    from kenning.data.readers import read_dataset, select_split
+    from kenning.embeddings.train import train_embedding
+
+    cfg = _config(
+        config,
+        sets,
+        {
+            "train.epochs": epochs,
+            "model.backbone": backbone,
+            "model.weights": str(weights) if weights else None,
+            "model.pretrained": pretrained,
+            "model.image_size": image_size,
+            "model.embedding_dim": embedding_dim,
+            "train.lr": lr,
+            "train.device": device,
+        },
+    )
+    table = select_split(read_dataset(data), split)
+    result = train_embedding(cfg, table, out)
+    losses = ", ".join(f"{v:.3f}" for v in result.epoch_losses) or "none (0 epochs)"
+    typer.echo(
+        f"trained on {result.train_images} images of {len(result.manifest.classes)} identities "
+        f"({result.holdout_images} held out for calibration) in {result.seconds:.0f}s; loss per epoch: {losses}"
+    )
+    typer.echo(f"model {result.manifest.fingerprint} saved to {out}")
+
+
+@app.command("build-index")
+def build_index_cmd(
+    model: Annotated[Path, typer.Option(help="Model directory from train-embed.")],
+    data: Annotated[Path, typer.Option(help="Gallery dataset folder.")],
+    out: Annotated[Path, typer.Option(help="Index directory to write.")],
+    config: ConfigOpt = None,
+    split: SplitOpt = "all",
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="index.threshold: similarity below which the answer is unknown (default: calibrate)"),
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="index.k: neighbours that vote")] = None,
+    flip_tta: Annotated[
+        bool | None, typer.Option("--flip-tta/--no-flip-tta", help="index.flip_tta: average with the mirrored image")
+    ] = None,
+    unknown_label: Annotated[str | None, typer.Option(help="index.unknown_label, e.g. new_whale")] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Embed a gallery into a FAISS index with labels beside it, and calibrate the unknown threshold."""
+    from kenning.data.readers import read_dataset, select_split
+    from kenning.recognizer import build_index
+
+    cfg = _config(
+        config,
+        sets,
+        {"index.threshold": threshold, "index.k": k, "index.flip_tta": flip_tta, "index.unknown_label": unknown_label},
+    )
+    gallery = select_split(read_dataset(data), split)
+    index, calibration = build_index(model, gallery, cfg.index, out)
+    typer.echo(f"indexed {len(index)} images of {index.table['label'].nunique()} identities into {out}")
+    if calibration is not None:
+        typer.echo(
+            f"unknown threshold {calibration.threshold:.4f} (calibrated: MAP@5 {calibration.map5:.4f} on "
+            f"{calibration.queries} held-out queries, {calibration.unknown_queries} of them new)"
+        )
+    elif index.manifest.threshold is not None:
+        typer.echo(f"unknown threshold {index.manifest.threshold:.4f} (given)")
+    else:
+        typer.echo(
+            "warning: the model has no held-out identities to calibrate on, so unknown is never "
+            "answered; pass --threshold to choose one",
+            err=True,
+        )
+
+
+@app.command()
+def query(
+    images: Annotated[list[Path], typer.Argument(help="Image file(s) to recognise.")],
+    index: Annotated[Path, typer.Option(help="Index directory.")],
+    model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Top-5 labels per image by k-nearest-neighbour voting, with confidences; unknown when too far."""
+    from kenning.recognizer import Recognizer
+
+    recognizer = Recognizer.open(index, model, progress=False)
+    answers = recognizer.query([str(p) for p in images])
+    failed = 0
+    results = []
+    for path, answer in zip(images, answers, strict=True):
+        if isinstance(answer, str):
+            failed += 1
+            results.append({"image": str(path), "error": answer})
+            continue
+        results.append(
+            {
+                "image": str(path),
+                "predictions": [
+                    {"label": lab, "confidence": round(c, 4)}
+                    for lab, c in zip(answer.labels, answer.confidences, strict=True)
+                ],
+                "best_similarity": round(answer.best_similarity, 4),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                typer.echo(f"error: {r['error']}", err=True)
+                continue
+            typer.echo(f"{r['image']}  (best match similarity {r['best_similarity']:.3f})")
+            for rank, p in enumerate(r["predictions"], start=1):
+                typer.echo(f"  {rank}. {p['label']:<30} {p['confidence']:.3f}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def enroll(
+    images: Annotated[list[Path], typer.Argument(help="One or a few photos of the new identity.")],
+    index: Annotated[Path, typer.Option(help="Index directory to add to.")],
+    label: Annotated[str, typer.Option(help="Name of the identity.")],
+    model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
+) -> None:
+    """Add an identity from one or a few photos, without retraining; it is queryable at once."""
+    from kenning.recognizer import Recognizer
+
+    recognizer = Recognizer.open(index, model, progress=False)
+    added = recognizer.enroll([str(p) for p in images], label)
+    typer.echo(f"enrolled {added} image(s) as '{label}'; the index now holds {len(recognizer.index)} images")
+    if added < len(images):
+        raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_cmd(
+    index: Annotated[Path, typer.Option(help="Index directory.")],
+    data: Annotated[Path, typer.Option(help="Dataset folder with the query images.")],
+    split: SplitOpt = "eval",
+    model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
+    closed_set: Annotated[
+        bool, typer.Option(help="Leave out queries with no gallery match and never answer unknown (protocol A).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and predictions.csv.")] = None,
+) -> None:
+    """Recall@1/5, MAP@5 (Kaggle Humpback) and GAP (Kaggle Landmark) on a split, leave-one-out."""
+    from kenning.data.readers import read_dataset, select_split
+    from kenning.eval.evaluate import evaluate, format_metrics, write_eval
+    from kenning.recognizer import Recognizer
+
+    queries = select_split(read_dataset(data), split)
+    result = evaluate(Recognizer.open(index, model), queries, closed_set=closed_set)
+    typer.echo(format_metrics(result.metrics))
+    if out is not None:
+        write_eval(result, out)
+        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'predictions.csv'}")
+
+
+def main() -> None:
+    """Typer handles usage errors (exit 2) and exit codes; Kenning's own errors become one line and exit 2."""
+    try:
+        app()
+    except KenningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,136 @@
+"""Typed configuration loaded from YAML (`configs/*.yaml`); any key can be overridden by dotted name."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from kenning.errors import KenningError
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    weights: str | None = None  # any local checkpoint; overrides the packaged ImageNet weights
+    embedding_dim: int = 512  # 0: no head, the pooled backbone features are the embedding
+    gem_p: float = 3.0
+    image_size: int = 224
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    classes_per_batch: int = 8  # P of the P x K batch
+    images_per_class: int = 4  # K of the P x K batch
+    lr: float = 3e-4  # backbone
+    head_lr: float = 1e-3
+    loss_lr: float = 1e-2  # ArcFace class centres
+    weight_decay: float = 1e-4
+    arcface_margin: float = 28.6  # degrees, as pytorch-metric-learning takes it
+    arcface_scale: float = 30.0  # 64 (the paper's) converges poorly with few identities
+    holdout_fraction: float = 0.2  # training identities kept out to calibrate the unknown threshold
+    hflip: bool = False  # a mirrored flank or fluke is another individual
+    scale_min: float = 0.5  # random resized crop keeps at least this fraction of the image
+    color_jitter: float = 0.3
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class IndexConfig:
+    k: int = 10  # neighbours that vote
+    power: float = 3.0  # vote weight = similarity ** power
+    threshold: float | None = None  # None: calibrate on held-out identities at build time
+    unknown_label: str = "unknown"
+    flip_tta: bool = False
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then `overrides` ({"train.epochs": 3, ...}); None values are skipped."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise KenningError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise KenningError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise KenningError(f"config file {path} must hold a mapping of sections")
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise KenningError(f"config section '{section}' in {path} must be a mapping")
+            for key, value in values.items():
+                set_key(cfg, f"{section}.{key}", value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_key(cfg, dotted, value)
+    return cfg
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'train.epochs=3' -> ('train.epochs', 3); the value is read as YAML so types come out right."""
+    if "=" not in text:
+        raise KenningError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def set_key(cfg: Config, dotted: str, value: Any) -> None:
+    section_name, _, key = dotted.partition(".")
+    section = getattr(cfg, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section) or not key:
+        raise KenningError(f"unknown config key '{dotted}' (sections: model, train, index)")
+    hints = get_type_hints(type(section))
+    if key not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(section))
+        raise KenningError(f"unknown config key '{dotted}'; '{section_name}' has: {known}")
+    setattr(section, key, _coerce(dotted, value, hints[key]))
+
+
+def _coerce(dotted: str, value: Any, hint: Any) -> Any:
+    allowed = getattr(hint, "__args__", (hint,))
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise KenningError(f"config key '{dotted}' cannot be empty")
+    for typ in allowed:
+        if typ is type(None):
+            continue
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            continue
+        if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if typ in (int, float) and isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                number = float(value)
+            except ValueError:
+                continue
+            if typ is float or number.is_integer():
+                return typ(number)
+            continue
+        if isinstance(value, typ) and not isinstance(value, bool):
+            return value
+        if typ is str and isinstance(value, int | float):
+            return str(value)
+    raise KenningError(f"config key '{dotted}' expects {hint}, got {value!r}")

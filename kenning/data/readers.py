@@ -1,0 +1,129 @@
+"""Readers for the layouts users bring, all returning one table: image_id, path, label, split.
+
+`label` is UNLABELLED ("") for images of no known identity: Humpback's `new_whale`, a
+non-landmark photo, or an empty label in the generic layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kenning.errors import KenningError
+
+UNLABELLED = ""
+COLUMNS = ["image_id", "path", "label", "split"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+WHALE_UNKNOWN = "new_whale"
+EVAL_SPLITS = ("test", "val")
+
+
+def read_dataset(root: str | Path) -> pd.DataFrame:
+    """Detect the layout of `root` and read it.
+
+    labels.csv (image,label[,split]) -> generic; train.csv with id,landmark_id -> Google Landmark;
+    train.csv with Image,Id -> Humpback Whale; otherwise one sub-folder per class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise KenningError(f"data folder not found: {root}")
+    if (root / "labels.csv").is_file():
+        return read_generic(root)
+    train_csv = root / "train.csv"
+    if train_csv.is_file():
+        columns = set(_read_csv(train_csv, nrows=0).columns)
+        if {"id", "landmark_id"} <= columns:
+            return read_landmark(root)
+        if {"Image", "Id"} <= columns:
+            return read_whale(root)
+        raise KenningError(
+            f"{train_csv} has columns {sorted(columns)}; expected 'id,landmark_id' (Google Landmark) "
+            "or 'Image,Id' (Humpback Whale)"
+        )
+    return read_folders(root)
+
+
+def read_generic(root: Path) -> pd.DataFrame:
+    csv = root / "labels.csv"
+    df = _read_csv(csv)
+    _require(df, csv, ["image", "label"])
+    split = df["split"].fillna("train").astype(str) if "split" in df else "train"
+    return _table(df["image"].astype(str), root / df["image"].astype(str), df["label"], split)
+
+
+def read_landmark(root: Path) -> pd.DataFrame:
+    """Kaggle Google Landmark Recognition: train.csv with id,landmark_id; images at train/a/b/c/abc...jpg."""
+    csv = root / "train.csv"
+    df = _read_csv(csv)
+    _require(df, csv, ["id", "landmark_id"])
+    ids = df["id"].astype(str)
+    paths = [root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids]
+    return _table(ids, paths, df["landmark_id"], "train")
+
+
+def read_whale(root: Path) -> pd.DataFrame:
+    """Kaggle Humpback Whale Identification: train.csv with Image,Id; `new_whale` is never a class."""
+    csv = root / "train.csv"
+    df = _read_csv(csv)
+    _require(df, csv, ["Image", "Id"])
+    labels = df["Id"].astype(str).where(df["Id"].astype(str) != WHALE_UNKNOWN, UNLABELLED)
+    images = df["Image"].astype(str)
+    return _table(images, root / "train" / images, labels, "train")
+
+
+def read_folders(root: Path) -> pd.DataFrame:
+    rows = [
+        (str(p.relative_to(root)), p, p.parent.name)
+        for p in sorted(root.glob("*/*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not rows:
+        raise KenningError(
+            f"no dataset found in {root}: expected labels.csv, train.csv or one sub-folder of images per class"
+        )
+    ids, paths, labels = zip(*rows, strict=True)
+    return _table(pd.Series(ids), list(paths), pd.Series(labels), "train")
+
+
+def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    """Rows of one split; None or 'all' keeps everything; 'eval' means the set's test or val split."""
+    if split in (None, "all"):
+        return df
+    if split == "eval":
+        present = [s for s in EVAL_SPLITS if (df["split"] == s).any()]
+        if not present:
+            raise KenningError(f"no evaluation split: expected one of {EVAL_SPLITS}")
+        split = present[0]
+    out = df[df["split"] == split]
+    if out.empty:
+        raise KenningError(f"split '{split}' is empty; splits present: {sorted(df['split'].unique())}")
+    return out.reset_index(drop=True)
+
+
+def _read_csv(csv: Path, nrows: int | None = None) -> pd.DataFrame:
+    try:
+        return pd.read_csv(csv, nrows=nrows, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise KenningError(f"cannot read {csv}: {str(exc).splitlines()[0]}") from None
+
+
+def _require(df: pd.DataFrame, csv: Path, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise KenningError(
+            f"{csv} lacks column(s) {', '.join(missing)}: expected {', '.join(columns)}, "
+            f"found {', '.join(map(str, df.columns)) or 'none'}"
+        )
+
+
+def _table(image_ids, paths, labels, split) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "image_id": list(image_ids),
+            "path": [str(p) for p in paths],
+            "label": pd.Series(list(labels), dtype=str).fillna(UNLABELLED).str.strip().to_numpy(),
+            "split": split,
+        }
+    )
+    return df[COLUMNS]

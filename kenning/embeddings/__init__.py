@@ -1,0 +1,1 @@
+"""Embedding model, losses, training and inference."""

@@ -1,0 +1,127 @@
+"""The model directory: `model.pt` (weights) + `manifest.json` (what is needed to use them) + held-out set."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from kenning.atomic import atomic_save, atomic_write_json
+from kenning.config import ModelConfig
+from kenning.embeddings.model import EmbeddingNet, create_model
+from kenning.errors import KenningError
+
+FORMAT = "kenning-model/1"
+WEIGHTS = "model.pt"
+MANIFEST = "manifest.json"
+HOLDOUT = "holdout.csv"
+
+
+@dataclass
+class ModelManifest:
+    backbone: str
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    embedding_dim: int  # 0 in the config means "no head"; here it is the real output size
+    head_dim: int
+    gem_p: float
+    fingerprint: str  # hash of the weights: an index refuses queries from any other model
+    classes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+
+def fingerprint(model: EmbeddingNet) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_model(
+    out: str | Path,
+    model: EmbeddingNet,
+    cfg: ModelConfig,
+    classes: list[str],
+    extra_state: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> ModelManifest:
+    """Write weights then manifest, each atomically; the manifest (written last) commits the save."""
+    from kenning.embeddings.model import data_config
+
+    out = Path(out)
+    mean, std = data_config(model)
+    manifest = ModelManifest(
+        backbone=cfg.backbone,
+        image_size=cfg.image_size,
+        mean=list(mean),
+        std=list(std),
+        embedding_dim=model.embedding_dim,
+        head_dim=cfg.embedding_dim,
+        gem_p=cfg.gem_p,
+        fingerprint=fingerprint(model),
+        classes=classes,
+        config=config or {},
+    )
+    payload = {"model": model.state_dict(), **(extra_state or {})}
+    atomic_save(out / WEIGHTS, lambda p: torch.save(payload, p))
+    atomic_write_json(out / MANIFEST, dataclasses.asdict(manifest))
+    return manifest
+
+
+def read_manifest(model_dir: str | Path) -> ModelManifest:
+    path = Path(model_dir) / MANIFEST
+    if not path.is_file():
+        raise KenningError(f"not a Kenning model directory (no {MANIFEST}): {model_dir}")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise KenningError(f"{path}: unsupported model format {data.get('format')!r}")
+        return ModelManifest(**data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise KenningError(f"{path} is not a valid model manifest: {exc}") from None
+
+
+def load_model(model_dir: str | Path) -> tuple[EmbeddingNet, ModelManifest]:
+    """Load weights and check them against the manifest's fingerprint."""
+    manifest = read_manifest(model_dir)
+    cfg = ModelConfig(
+        backbone=manifest.backbone,
+        pretrained=False,
+        embedding_dim=manifest.head_dim,
+        gem_p=manifest.gem_p,
+        image_size=manifest.image_size,
+    )
+    model = create_model(cfg, load_weights=False)
+    weights = Path(model_dir) / WEIGHTS
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    except FileNotFoundError:
+        raise KenningError(f"model weights missing: {weights}") from None
+    except Exception as exc:  # a corrupt or foreign file surfaces as many exception types
+        raise KenningError(f"cannot load model weights {weights}: {str(exc).splitlines()[0]}") from None
+    if fingerprint(model) != manifest.fingerprint:
+        raise KenningError(f"{weights} does not match its manifest (fingerprint differs): re-run train-embed")
+    model.eval()
+    return model, manifest
+
+
+def save_holdout(out: str | Path, table: pd.DataFrame) -> None:
+    atomic_save(Path(out) / HOLDOUT, lambda p: table.to_csv(p, index=False))
+
+
+def load_holdout(model_dir: str | Path) -> pd.DataFrame | None:
+    """Images of training identities the model never saw, kept to calibrate the unknown threshold."""
+    path = Path(model_dir) / HOLDOUT
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -1,0 +1,1 @@
+"""Metrics, threshold calibration and evaluation runs."""

@@ -1,0 +1,1 @@
+"""Nearest-neighbour search over gallery embeddings, the label store beside it, and voting."""

@@ -1,0 +1,69 @@
+"""k-nearest-neighbour voting: neighbours -> top-5 labels with confidences, `unknown` placed by threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RankedLabels:
+    """Labels of one query's neighbours, best first, before the unknown answer is placed."""
+
+    labels: list[str]
+    confidences: list[float]
+    max_similarity: list[float]  # each label's nearest neighbour
+
+    @property
+    def best_similarity(self) -> float:
+        return max(self.max_similarity, default=-1.0)
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    confidences: list[float]
+    best_similarity: float
+
+
+def rank_labels(similarities: np.ndarray, labels: np.ndarray, power: float) -> RankedLabels:
+    """Similarity-weighted vote: w = max(sim, 0) ** power per neighbour.
+
+    A label's confidence is its share of the vote times its nearest similarity, so it is high only
+    when the label both wins the vote and matches closely; that keeps confidences comparable across
+    queries (GAP ranks predictions of all queries by them).
+    """
+    valid = np.isfinite(similarities)
+    sims, labs = similarities[valid].astype(np.float64), labels[valid]
+    if len(sims) == 0:
+        return RankedLabels([], [], [])
+    weights = np.clip(sims, 0.0, None) ** power
+    total = weights.sum()
+    uniq, inverse = np.unique(labs, return_inverse=True)
+    votes = np.bincount(inverse, weights=weights, minlength=len(uniq))
+    nearest = np.full(len(uniq), -np.inf)
+    np.maximum.at(nearest, inverse, sims)
+    share = votes / total if total > 0 else np.full(len(uniq), 1.0 / len(uniq))
+    conf = share * np.clip(nearest, 0.0, None)
+    order = np.lexsort((uniq, -nearest, -conf))  # confidence, then closeness, then name: deterministic
+    return RankedLabels(
+        [str(uniq[i]) for i in order], [float(conf[i]) for i in order], [float(nearest[i]) for i in order]
+    )
+
+
+def place_unknown(ranked: RankedLabels, threshold: float | None, unknown_label: str, top: int = 5) -> Prediction:
+    """Labels matched at or above `threshold` keep their order, then `unknown`, then the rest.
+
+    So the answer is `unknown` first exactly when the best match is below the threshold; None
+    never answers unknown. The unknown's confidence is 1 - best similarity (how far the best match is).
+    """
+    best = ranked.best_similarity
+    if threshold is None:
+        return Prediction(ranked.labels[:top], ranked.confidences[:top], best)
+    close = [i for i, s in enumerate(ranked.max_similarity) if s >= threshold]
+    far = [i for i, s in enumerate(ranked.max_similarity) if s < threshold]
+    labels = [ranked.labels[i] for i in close] + [unknown_label] + [ranked.labels[i] for i in far]
+    unknown_conf = float(np.clip(1.0 - best, 0.0, 1.0))
+    confs = [ranked.confidences[i] for i in close] + [unknown_conf] + [ranked.confidences[i] for i in far]
+    return Prediction(labels[:top], confs[:top], best)

@@ -1,0 +1,187 @@
+"""Images -> embeddings -> index -> votes -> answers: the path every command composes.
+
+A Recognizer loads the model and the index once, so a batch of queries (or a long-lived
+process) pays for neither again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kenning.config import IndexConfig
+from kenning.data.readers import UNLABELLED
+from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
+from kenning.embeddings.device import select_device
+from kenning.embeddings.inference import Embedded, embed_paths
+from kenning.embeddings.model import EmbeddingNet
+from kenning.errors import KenningError
+from kenning.eval.calibration import Calibration, calibrate_threshold
+from kenning.index.backend import FaissIndex
+from kenning.index.store import GalleryIndex
+from kenning.index.voting import Prediction, RankedLabels, place_unknown, rank_labels
+
+
+@dataclass
+class Neighbours:
+    similarities: np.ndarray  # (n, k), -inf where there is no neighbour
+    labels: np.ndarray  # (n, k) of str, "" where there is no neighbour
+
+
+class Recognizer:
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        model_manifest: ModelManifest,
+        index: GalleryIndex,
+        index_dir: Path | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+    ):
+        index.check_model(model_manifest)
+        self.model = model.to(select_device())
+        self.model_manifest = model_manifest
+        self.index = index
+        self.index_dir = index_dir
+        self.batch_size = batch_size
+        self.progress = progress
+
+    @classmethod
+    def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, progress: bool = True) -> Recognizer:
+        """Load an index and its model (the one recorded in the index, unless `model_dir` is given)."""
+        index = GalleryIndex.load(index_dir)
+        model, manifest = load_model(model_dir or index.manifest.model_dir)
+        return cls(model, manifest, index, Path(index_dir), progress=progress)
+
+    @property
+    def unknown_label(self) -> str:
+        return self.index.manifest.unknown_label
+
+    def embed(self, paths: Sequence[str]) -> Embedded:
+        return embed_paths(
+            self.model,
+            self.model_manifest,
+            paths,
+            batch_size=self.batch_size,
+            flip_tta=self.index.manifest.flip_tta,
+            progress=self.progress,
+        )
+
+    def neighbours(self, vectors: np.ndarray, k: int | None = None, exclude: np.ndarray | None = None) -> Neighbours:
+        sims, ids = self.index.search(vectors, k or self.index.manifest.k, exclude)
+        return Neighbours(sims, self.index.labels_of(ids))
+
+    def rank(self, neighbours: Neighbours) -> list[RankedLabels]:
+        power = self.index.manifest.power
+        return [rank_labels(s, lab, power) for s, lab in zip(neighbours.similarities, neighbours.labels, strict=True)]
+
+    def predict(
+        self, vectors: np.ndarray, exclude: np.ndarray | None = None, threshold: float | str | None = "index"
+    ) -> list[Prediction]:
+        """Top-5 answers; threshold "index" uses the calibrated one, None never answers unknown."""
+        threshold = self.index.manifest.threshold if threshold == "index" else threshold
+        ranked = self.rank(self.neighbours(vectors, exclude=exclude))
+        return [place_unknown(r, threshold, self.unknown_label) for r in ranked]
+
+    def query(self, paths: Sequence[str]) -> list[Prediction | str]:
+        """One answer per path, or the error line for a path that could not be read."""
+        embedded = self.embed(paths)
+        predictions = iter(self.predict(embedded.vectors)) if len(embedded.vectors) else iter(())
+        errors = iter(embedded.errors)
+        return [next(predictions) if ok else next(errors) for ok in embedded.ok]
+
+    def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> int:
+        """Add photos of `label` to the index and save it; no retraining. Returns how many were added."""
+        if not label.strip():
+            raise KenningError("enroll needs a non-empty --label")
+        if label == self.unknown_label:
+            raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
+        embedded = self.embed(paths)
+        if not embedded.ok.any():
+            raise KenningError("none of the images could be read; nothing was enrolled")
+        kept = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
+        ids = [str(i) for i, ok in zip(image_ids or [Path(p).name for p in paths], embedded.ok, strict=True) if ok]
+        self.index.add(embedded.vectors, ids, [label] * len(kept), [str(Path(p).resolve()) for p in kept])
+        if self.index_dir is not None:
+            self.index.save(self.index_dir)
+        return len(kept)
+
+
+def build_index(
+    model_dir: str | Path, gallery: pd.DataFrame, cfg: IndexConfig, out: str | Path, progress: bool = True
+) -> tuple[GalleryIndex, Calibration | None]:
+    """Embed the labelled gallery images, calibrate the unknown threshold, save to `out`."""
+    model, manifest = load_model(model_dir)
+    gallery = gallery[gallery["label"] != UNLABELLED]
+    if gallery.empty:
+        raise KenningError("the gallery has no labelled images to index")
+    index = GalleryIndex.new(manifest, model_dir, cfg.unknown_label, cfg.k, cfg.power, cfg.flip_tta)
+    recognizer = Recognizer(model, manifest, index, batch_size=cfg.batch_size, progress=progress)
+    embedded = recognizer.embed(gallery["path"].tolist())
+    rows = gallery[embedded.ok]
+    index.add(embedded.vectors, rows["image_id"].tolist(), rows["label"].tolist(), rows["path"].tolist())
+    calibration = None
+    if cfg.threshold is not None:
+        index.manifest.threshold = cfg.threshold
+    else:
+        holdout = load_holdout(model_dir)
+        if holdout is not None and not holdout.empty:  # else no threshold: unknown is never answered
+            calibration = calibrate_on_holdout(recognizer, holdout)
+            index.manifest.threshold = calibration.threshold
+            index.manifest.calibration = {
+                "map5": calibration.map5,
+                "queries": calibration.queries,
+                "unknown_queries": calibration.unknown_queries,
+                "curve": calibration.curve,
+            }
+    index.save(out)
+    return index, calibration
+
+
+def calibration_split(holdout: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Protocol B on the held-out identities: sorted by label, identity i is new when i % 10 is 0, 3
+    or 6; each known one enrols its first image. Returns (enrolled, queries); unlabelled rows are
+    queries whose answer is unknown."""
+    holdout = holdout.sort_values(["label", "image_id"]).reset_index(drop=True)
+    labels = sorted(set(holdout["label"]) - {UNLABELLED})
+    new = {lab for i, lab in enumerate(labels) if i % 10 in (0, 3, 6)}
+    first = holdout[holdout["label"] != UNLABELLED].groupby("label").head(1)
+    enrolled = first[~first["label"].isin(new)]
+    queries = holdout.drop(index=enrolled.index)
+    return enrolled, queries
+
+
+def calibrate_on_holdout(recognizer: Recognizer, holdout: pd.DataFrame) -> Calibration:
+    """The real gallery plus the enrolled held-out images form the catalogue; held-out queries probe it."""
+    enrolled, queries = calibration_split(holdout)
+    emb_enrolled = recognizer.embed(enrolled["path"].tolist())
+    emb_queries = recognizer.embed(queries["path"].tolist())
+    queries = queries[emb_queries.ok]
+    enrolled_labels = enrolled["label"].to_numpy(dtype=object)[emb_enrolled.ok].astype(str)
+    k = recognizer.index.manifest.k
+    main = recognizer.neighbours(emb_queries.vectors, k)
+    side = FaissIndex(recognizer.index.manifest.embedding_dim)
+    side.add(emb_enrolled.vectors, np.arange(len(emb_enrolled.vectors)))
+    side_sims, side_ids = side.search(emb_queries.vectors, k)
+    side_labels = (
+        np.where(side_ids >= 0, enrolled_labels[np.maximum(side_ids, 0)], "")
+        if len(enrolled_labels)
+        else np.full(side_ids.shape, "")
+    )
+    merged = merge_neighbours(main, Neighbours(side_sims, side_labels), k)
+    known = set(enrolled_labels)
+    unknown = recognizer.unknown_label
+    actual = [lab if lab in known else unknown for lab in queries["label"]]
+    return calibrate_threshold(recognizer.rank(merged), actual, unknown)
+
+
+def merge_neighbours(a: Neighbours, b: Neighbours, k: int) -> Neighbours:
+    """Top-k of two neighbour lists searched in separate indexes, by similarity."""
+    sims = np.concatenate([a.similarities, b.similarities], axis=1)
+    labels = np.concatenate([a.labels.astype(object), b.labels.astype(object)], axis=1)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return Neighbours(np.take_along_axis(sims, order, 1), np.take_along_axis(labels, order, 1))

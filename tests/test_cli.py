@@ -1,0 +1,151 @@
+"""The CLI end to end, as a user runs it (`python cli.py ...`): real model, real index, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def kenning(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture()
+def index_copy(built_index: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "index"
+    shutil.copytree(built_index, copy)
+    return copy
+
+
+def test_train_build_query_enroll_eval(demo_dir: Path, tmp_path: Path) -> None:
+    model, index, report = tmp_path / "model", tmp_path / "index", tmp_path / "report"
+    done = kenning(
+        "train-embed",
+        "--data",
+        demo_dir,
+        "--out",
+        model,
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        "--embedding-dim",
+        "32",
+        "--set",
+        "train.classes_per_batch=4",
+        "--set",
+        "train.images_per_class=2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "trained on" in done.stdout and (model / "model.pt").is_file()
+
+    done = kenning("build-index", "--model", model, "--data", demo_dir, "--split", "test", "--out", index)
+    assert done.returncode == 0, done.stderr
+    assert "unknown threshold" in done.stdout  # calibrated on the held-out identities
+
+    gallery_image = next((demo_dir / "images" / "test").glob("landmark_*/0.jpg"))
+    done = kenning("query", gallery_image, "--index", index, "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)[0]
+    assert answer["predictions"][0]["label"] == gallery_image.parent.name  # it is in the gallery itself
+    assert len(answer["predictions"]) == 5
+    assert all(0 <= p["confidence"] <= 1 for p in answer["predictions"])
+
+    photo = demo_dir / "enroll" / "new_landmark_0.jpg"
+    done = kenning("enroll", photo, "--index", index, "--label", "brand_new")
+    assert done.returncode == 0, done.stderr
+    done = kenning("query", photo, "--index", index, "--json")
+    answer = json.loads(done.stdout)[0]
+    assert answer["predictions"][0]["label"] == "brand_new"
+    assert answer["best_similarity"] == pytest.approx(1.0, abs=1e-3)
+
+    done = kenning("eval", "--index", index, "--data", demo_dir, "--out", report)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert {"recall@1", "map@5", "gap", "known_accuracy", "unknown_accuracy"} <= set(metrics)
+    assert metrics["unknown_queries"] > 0  # distractors and single-view landmarks are new
+
+
+def test_query_text_output(index_copy: Path, demo_dir: Path) -> None:
+    image = next((demo_dir / "images" / "test").glob("landmark_*/1.jpg"))
+    done = kenning("query", image, "--index", index_copy)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert str(image) in lines[0] and lines[1].lstrip().startswith("1. ")
+
+
+@pytest.mark.parametrize("case", ["missing", "not_image", "truncated"])
+def test_bad_query_image_is_one_line_exit_2(case: str, index_copy: Path, demo_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / f"{case}.jpg"
+    if case == "not_image":
+        path.write_text("plain text")
+    elif case == "truncated":
+        shutil.copy(next((demo_dir / "images").glob("*/*/0.jpg")), path)
+        path.write_bytes(path.read_bytes()[:-400])
+    before = _snapshot(index_copy)
+    done = kenning("query", path, "--index", index_copy)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error:")
+    assert _snapshot(index_copy) == before
+
+
+def test_enroll_of_unreadable_photo_changes_nothing(index_copy: Path, tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_text("nope")
+    before = _snapshot(index_copy)
+    done = kenning("enroll", tmp_path / "x.jpg", "--index", index_copy, "--label", "n")
+    assert done.returncode == 2 and "nothing was enrolled" in done.stderr
+    assert _snapshot(index_copy) == before
+
+
+def test_csv_without_columns_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("file,class\na.jpg,x\n")
+    done = kenning("train-embed", "--data", tmp_path, "--out", tmp_path / "m")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: {tmp_path / 'labels.csv'} lacks column(s) image, label: expected image, label, found file, class"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_query_with_another_model_is_refused(index_copy: Path, demo_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    done = kenning(
+        "train-embed",
+        "--data",
+        demo_dir,
+        "--out",
+        other,
+        "--epochs",
+        "0",
+        "--embedding-dim",
+        "64",
+        "--image-size",
+        "64",
+    )
+    assert done.returncode == 0, done.stderr
+    before = _snapshot(index_copy)
+    image = next((demo_dir / "images" / "test").glob("landmark_*/0.jpg"))
+    done = kenning("query", image, "--index", index_copy, "--model", other)
+    assert done.returncode == 2
+    assert "index was built with model" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert _snapshot(index_copy) == before
+
+
+def test_entry_point_and_usage_errors() -> None:
+    done = kenning("--help")
+    assert done.returncode == 0 and "train-embed" in done.stdout
+    done = kenning("query")
+    assert done.returncode == 2

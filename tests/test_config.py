@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from kenning.config import load_config, parse_assignment
+from kenning.errors import KenningError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_defaults_then_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\n  lr: 1\nindex:\n  unknown_label: new_whale\n")
+    cfg = load_config(path, {"train.epochs": 3, "model.weights": None})
+    assert cfg.train.epochs == 3  # override beats file
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # int in YAML coerced to float
+    assert cfg.index.unknown_label == "new_whale"
+    assert cfg.model.backbone == "tf_efficientnet_lite0"  # default kept
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load(path: Path) -> None:
+    assert load_config(path).model.backbone
+
+
+def test_scenario_configs_exist() -> None:
+    assert {"cpu-quick", "landmarks", "whales"} <= {p.stem for p in CONFIGS}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.epoch": 1}, "unknown config key 'train.epoch'"),
+        ({"nosuch.key": 1}, "unknown config key 'nosuch.key'"),
+        ({"train.epochs": "many"}, "expects"),
+        ({"train.epochs": None}, None),  # None means "not given", not an error
+        ({"train.hflip": 1}, "expects"),
+    ],
+)
+def test_bad_overrides(overrides: dict, message: str | None) -> None:
+    if message is None:
+        assert load_config(None, overrides).train.epochs == 10
+        return
+    with pytest.raises(KenningError, match=message):
+        load_config(None, overrides)
+
+
+def test_parse_assignment_types() -> None:
+    key, value = parse_assignment("train.lr=1e-4")  # YAML 1.1 reads this as a string...
+    assert load_config(None, {key: value}).train.lr == 1e-4  # ...and the config still gets a float
+    assert load_config(None, {"train.epochs": "3"}).train.epochs == 3
+    assert parse_assignment("index.threshold=null") == ("index.threshold", None)
+    assert parse_assignment("train.hflip=true") == ("train.hflip", True)
+    with pytest.raises(KenningError, match="key=value"):
+        parse_assignment("train.lr")
+
+
+def test_missing_and_invalid_config_file(tmp_path: Path) -> None:
+    with pytest.raises(KenningError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2")
+    with pytest.raises(KenningError, match="not valid YAML"):
+        load_config(bad)
