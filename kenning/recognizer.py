@@ -79,13 +79,16 @@ class Recognizer:
         power = self.index.manifest.power
         return [rank_labels(s, lab, power) for s, lab in zip(neighbours.similarities, neighbours.labels, strict=True)]
 
-    def predict(
-        self, vectors: np.ndarray, exclude: np.ndarray | None = None, threshold: float | str | None = "index"
-    ) -> list[Prediction]:
-        """Top-5 answers; threshold "index" uses the calibrated one, None never answers unknown."""
+    def predict(self, vectors: np.ndarray, exclude: np.ndarray | None = None) -> list[Prediction]:
+        return self.answer(self.neighbours(vectors, exclude=exclude))
+
+    def answer(self, neighbours: Neighbours, threshold: float | str | None = "index") -> list[Prediction]:
+        """Top-5 answers from the index's k nearest; threshold "index" is the calibrated one, None never
+        answers unknown."""
         threshold = self.index.manifest.threshold if threshold == "index" else threshold
-        ranked = self.rank(self.neighbours(vectors, exclude=exclude))
-        return [place_unknown(r, threshold, self.unknown_label) for r in ranked]
+        k = self.index.manifest.k
+        voters = Neighbours(neighbours.similarities[:, :k], neighbours.labels[:, :k])
+        return [place_unknown(r, threshold, self.unknown_label) for r in self.rank(voters)]
 
     def query(self, paths: Sequence[str]) -> list[Prediction | str]:
         """One answer per path, or the error line for a path that could not be read."""

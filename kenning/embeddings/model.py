@@ -9,6 +9,7 @@ from torch import nn
 
 from kenning.config import ModelConfig
 from kenning.embeddings.pretrained import load_backbone_weights
+from kenning.errors import KenningError
 
 
 class GeM(nn.Module):
@@ -51,16 +52,10 @@ def create_model(cfg: ModelConfig, load_weights: bool = True) -> EmbeddingNet:
     try:
         backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, global_pool="")
     except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise_unknown_backbone(cfg.backbone, exc)
+        raise KenningError(f"unknown timm backbone '{cfg.backbone}': {exc}") from None
     if load_weights and (cfg.pretrained or cfg.weights):
         load_backbone_weights(backbone, cfg.backbone, cfg.weights)
     return EmbeddingNet(backbone, cfg.embedding_dim, cfg.gem_p)
-
-
-def raise_unknown_backbone(name: str, exc: Exception) -> None:
-    from kenning.errors import KenningError
-
-    raise KenningError(f"unknown timm backbone '{name}': {exc}") from None
 
 
 def data_config(model: EmbeddingNet) -> tuple[tuple[float, ...], tuple[float, ...]]:

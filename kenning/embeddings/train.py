@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,11 @@ from kenning.errors import KenningError
 @dataclass
 class TrainResult:
     manifest: ModelManifest
-    epoch_losses: list[float] = field(default_factory=list)
-    train_images: int = 0
-    holdout_images: int = 0
-    skipped_images: int = 0
-    seconds: float = 0.0
+    epoch_losses: list[float]
+    train_images: int
+    holdout_images: int
+    skipped_images: int
+    seconds: float
 
 
 def split_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,28 +70,15 @@ def train_embedding(cfg: Config, data: pd.DataFrame, out: str | Path, progress: 
     device = select_device(tc.device)
     model = create_model(cfg.model).to(device)
     loss_fn = create_loss(tc, len(classes), model.embedding_dim).to(device)
-    result = TrainResult(manifest=None, train_images=len(train_df), holdout_images=len(holdout))  # type: ignore[arg-type]
-
-    if tc.epochs > 0:
-        result.epoch_losses, result.skipped_images = _fit(cfg, model, loss_fn, train_df, classes, device, progress)
+    losses, skipped = _fit(cfg, model, loss_fn, train_df, classes, device, progress) if tc.epochs > 0 else ([], 0)
     model.cpu().eval()
-    result.manifest = save_model(
+    save_holdout(out, holdout)
+    manifest = save_model(
         out, model, cfg.model, classes, extra_state={"loss": loss_fn.state_dict()}, config=cfg.to_dict()
     )
-    save_holdout(out, holdout)
-    result.seconds = time.perf_counter() - start
-    atomic_write_json(
-        Path(out) / "train_log.json",
-        {
-            "epoch_losses": result.epoch_losses,
-            "train_images": result.train_images,
-            "holdout_images": result.holdout_images,
-            "skipped_images": result.skipped_images,
-            "classes": len(classes),
-            "seconds": round(result.seconds, 1),
-            "device": str(device),
-        },
-    )
+    result = TrainResult(manifest, losses, len(train_df), len(holdout), skipped, time.perf_counter() - start)
+    log = {k: v for k, v in dataclasses.asdict(result).items() if k != "manifest"}
+    atomic_write_json(Path(out) / "train_log.json", {**log, "classes": len(classes), "device": str(device)})
     return result
 
 
@@ -150,9 +138,11 @@ def _fit(
                 loss = loss_fn(model(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            if scaler.get_scale() >= scale:  # fp16 overflow skips the optimiser step: keep the schedule with it
+                scheduler.step()
             total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / seen:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")

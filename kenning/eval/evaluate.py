@@ -63,10 +63,9 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
             raise KenningError("no query has a match in the gallery; closed-set evaluation needs some")
     actual = np.where(has_match, queries["label"].to_numpy(dtype=object), unknown).astype(str)
 
-    exclude = own_ids
-    neighbours = recognizer.neighbours(vectors, max(index.manifest.k, 5), exclude)
+    neighbours = recognizer.neighbours(vectors, max(index.manifest.k, 5), exclude=own_ids)
     threshold = None if closed_set else index.manifest.threshold
-    predictions = recognizer.predict(vectors, exclude, threshold=threshold)
+    predictions = recognizer.answer(neighbours, threshold)
     top = [p.labels[0] if p.labels else unknown for p in predictions]
     gap_pred = [None if t == unknown else t for t in top]
     gap_conf = [p.confidences[0] if p.confidences else 0.0 for p in predictions]
