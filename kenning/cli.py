@@ -151,6 +151,7 @@ def query(
 
     recognizer = Recognizer.open(index, model, progress=False)
     answers = recognizer.query([str(p) for p in images])
+    threshold = recognizer.index.manifest.threshold
     failed = 0
     results = []
     for path, answer in zip(images, answers, strict=True):
@@ -162,10 +163,11 @@ def query(
             {
                 "image": str(path),
                 "predictions": [
-                    {"label": lab, "confidence": round(c, 4)}
+                    {"label": lab, "confidence": None if c is None else round(c, 4)}
                     for lab, c in zip(answer.labels, answer.confidences, strict=True)
                 ],
                 "best_similarity": round(answer.best_similarity, 4),
+                "threshold": threshold,
             }
         )
     if as_json:
@@ -177,7 +179,10 @@ def query(
                 continue
             typer.echo(f"{r['image']}  (best match similarity {r['best_similarity']:.3f})")
             for rank, p in enumerate(r["predictions"], start=1):
-                typer.echo(f"  {rank}. {p['label']:<30} {p['confidence']:.3f}")
+                if p["confidence"] is None:  # the unknown answer: placed by the threshold, not voted
+                    typer.echo(f"  {rank}. {p['label']:<30} (labels below come from matches under {threshold:.3f})")
+                else:
+                    typer.echo(f"  {rank}. {p['label']:<30} {p['confidence']:.3f}")
     if failed:
         raise typer.Exit(2)
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 OUT=${DEMO_DIR:-demo-run}
 bash scripts/install.sh
+echo "install took $(( $(date +%s) - start ))s"
 k() { echo "+ kenning $*" >&2; .venv/bin/kenning "$@"; }
 
 k demo-data "$OUT/data"
@@ -22,10 +23,20 @@ k build-index --model "$OUT/model" --data "$OUT/data" --split test --out "$OUT/i
 echo "== query a gallery landmark, and a non-landmark photo"
 k query "$OUT/data/images/test/landmark_070/1.jpg" "$OUT/data/images/test/distractors/0.jpg" --index "$OUT/index"
 
-echo "== enrol a landmark the system has never seen, from one photo; query another photo of it"
+echo "== enrol a landmark the system has never seen, from one photo; query four other photos of it"
 k query "$OUT/data/enroll/new_landmark_1.jpg" --index "$OUT/index"
 k enroll "$OUT/data/enroll/new_landmark_0.jpg" --index "$OUT/index" --label my_new_landmark
-k query "$OUT/data/enroll/new_landmark_1.jpg" --index "$OUT/index"
+k query "$OUT"/data/enroll/new_landmark_{1,2,3,4}.jpg --index "$OUT/index" --json > "$OUT/enrolled-queries.json"
+.venv/bin/python - "$OUT/enrolled-queries.json" <<'PY'
+import json, sys
+answers = json.load(open(sys.argv[1]))
+for a in answers:
+    labels = [p["label"] for p in a["predictions"]]
+    rank = labels.index("my_new_landmark") + 1 if "my_new_landmark" in labels else None
+    print(f"{a['image']}: {' '.join(labels)}  (my_new_landmark at rank {rank})")
+top1 = sum(a["predictions"][0]["label"] == "my_new_landmark" for a in answers)
+print(f"my_new_landmark is the first answer for {top1} of {len(answers)} other photos of it")
+PY
 
 echo "== after training"
 k eval --index "$OUT/index" --data "$OUT/data" --out "$OUT/eval"

@@ -62,7 +62,10 @@ def test_train_build_query_enroll_eval(demo_dir: Path, tmp_path: Path) -> None:
     answer = json.loads(done.stdout)[0]
     assert answer["predictions"][0]["label"] == gallery_image.parent.name  # it is in the gallery itself
     assert len(answer["predictions"]) == 5
-    assert all(0 <= p["confidence"] <= 1 for p in answer["predictions"])
+    confidences = [p["confidence"] for p in answer["predictions"] if p["label"] != "unknown"]
+    assert all(0 <= c <= 1 for c in confidences)
+    unknowns = [p for p in answer["predictions"] if p["label"] == "unknown"]
+    assert all(p["confidence"] is None for p in unknowns)  # placed by the threshold, not voted
 
     photo = demo_dir / "enroll" / "new_landmark_0.jpg"
     done = kenning("enroll", photo, "--index", index, "--label", "brand_new")

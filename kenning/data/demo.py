@@ -24,6 +24,7 @@ from tqdm import tqdm
 from kenning.atomic import atomic_save
 
 CANVAS = 320
+ENROLL_PHOTOS = 5  # photos of a landmark in neither split: one to enrol, four to query
 # scikit-image photographs bundled with the package (no download): real images as extra identities
 SKIMAGE_PHOTOS = (
     "astronaut", "camera", "chelsea", "coffee", "rocket", "hubble_deep_field",
@@ -47,7 +48,7 @@ class DemoSpec:
 
 def write_demo_set(out: str | Path, spec: DemoSpec | None = None) -> pd.DataFrame:
     """Write images and `labels.csv` (image,label,split) under `out`; also `enroll/` with a held-back
-    landmark (one photo to enrol, one to query). Returns the label table."""
+    landmark (new_landmark_0.jpg to enrol, the others to query). Returns the label table."""
     spec = spec or DemoSpec()
     out = Path(out)
     rng = np.random.default_rng(spec.seed)
@@ -69,7 +70,7 @@ def write_demo_set(out: str | Path, spec: DemoSpec | None = None) -> pd.DataFram
             jobs.append((f"images/{split}/{label}/{v}.jpg", label, split, scene))
     for d in range(spec.distractors):
         jobs.append((f"images/test/distractors/{d}.jpg", "", "test", draw_distractor(rng)))
-    for d in range(2):
+    for d in range(ENROLL_PHOTOS):
         jobs.append((f"enroll/new_landmark_{d}.jpg", None, None, None))
 
     new_landmark = draw_landmark(rng)

@@ -68,7 +68,7 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
     predictions = recognizer.answer(neighbours, threshold)
     top = [p.labels[0] if p.labels else unknown for p in predictions]
     gap_pred = [None if t == unknown else t for t in top]
-    gap_conf = [p.confidences[0] if p.confidences else 0.0 for p in predictions]
+    gap_conf = [p.confidences[0] if p.confidences and p.confidences[0] is not None else 0.0 for p in predictions]
     known = has_match
     metrics: dict[str, float | int | None] = {
         "queries": len(queries),

@@ -23,7 +23,7 @@ class RankedLabels:
 @dataclass
 class Prediction:
     labels: list[str]
-    confidences: list[float]
+    confidences: list[float | None]  # None for the unknown answer: it wins no vote to measure
     best_similarity: float
 
 
@@ -56,7 +56,8 @@ def place_unknown(ranked: RankedLabels, threshold: float | None, unknown_label: 
     """Labels matched at or above `threshold` keep their order, then `unknown`, then the rest.
 
     So the answer is `unknown` first exactly when the best match is below the threshold; None
-    never answers unknown. The unknown's confidence is 1 - best similarity (how far the best match is).
+    never answers unknown. The unknown has no confidence (None): it is placed by the threshold, not
+    by a share of the vote, and a number on another scale would read as part of the ranking.
     """
     best = ranked.best_similarity
     if threshold is None:
@@ -64,6 +65,5 @@ def place_unknown(ranked: RankedLabels, threshold: float | None, unknown_label: 
     close = [i for i, s in enumerate(ranked.max_similarity) if s >= threshold]
     far = [i for i, s in enumerate(ranked.max_similarity) if s < threshold]
     labels = [ranked.labels[i] for i in close] + [unknown_label] + [ranked.labels[i] for i in far]
-    unknown_conf = float(np.clip(1.0 - best, 0.0, 1.0))
-    confs = [ranked.confidences[i] for i in close] + [unknown_conf] + [ranked.confidences[i] for i in far]
+    confs = [ranked.confidences[i] for i in close] + [None] + [ranked.confidences[i] for i in far]
     return Prediction(labels[:top], confs[:top], best)

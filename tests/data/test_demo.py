@@ -26,7 +26,7 @@ def test_demo_set_is_deterministic_and_well_formed(tmp_path: Path) -> None:
     assert train_ids and test_ids and not train_ids & test_ids  # identities never cross splits
     assert (df["label"] == "").sum() == SPEC.distractors  # distractors are unlabelled
     assert any(label.startswith("photo_") for label in train_ids)  # scikit-image photographs join in
-    assert len(list((tmp_path / "a" / "enroll").glob("*.jpg"))) == 2
+    assert len(list((tmp_path / "a" / "enroll").glob("*.jpg"))) == 5
     assert Image.open(df["path"].iloc[0]).size == (48, 48)
 
 

@@ -25,5 +25,6 @@ def test_unknown_placement() -> None:
     assert place_unknown(ranked, 0.7, "new_whale").labels == ["a", "new_whale", "b", "c"]
     assert place_unknown(ranked, 0.95, "new_whale").labels[0] == "new_whale"  # best match too far
     assert place_unknown(ranked, None, "new_whale").labels == ["a", "b", "c"]  # never unknown
-    assert place_unknown(ranked, 0.95, "new_whale").confidences[0] == pytest.approx(0.1)
+    assert place_unknown(ranked, 0.95, "new_whale").confidences[0] is None
+    assert place_unknown(ranked, 0.7, "new_whale").confidences[2] == pytest.approx(ranked.confidences[1])
     assert len(place_unknown(ranked, 0.0, "u", top=2).labels) == 2
