@@ -71,7 +71,7 @@ def main() -> None:
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"protocol_a_{args.dataset}"
+    stem = f"protocol_a_{args.dataset}_e{args.epochs}_s{args.image_size}"
     (out / f"{stem}.json").write_text(json.dumps({"rows": rows, "peak_rss_gib": round(peak_gib, 2)}, indent=2))
     cols = [
         "setting",
