@@ -132,6 +132,9 @@ def build_index(
         index.manifest.threshold = cfg.threshold
     else:
         holdout = load_holdout(model_dir)
+        if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
+            holdout = holdout[~holdout["label"].isin(set(index.table["label"]))]
+            holdout = holdout[~holdout["image_id"].isin(set(index.table["image_id"]))]
         if holdout is not None and not holdout.empty:  # else no threshold: unknown is never answered
             calibration = calibrate_on_holdout(recognizer, holdout)
             index.manifest.threshold = calibration.threshold

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from kenning.atomic import atomic_save, atomic_write_json
 from kenning.config import ModelConfig
 from kenning.embeddings.model import EmbeddingNet, create_model
 from kenning.errors import KenningError
+from kenning.manifests import read_manifest as read_json_manifest
 
 FORMAT = "kenning-model/1"
 WEIGHTS = "model.pt"
@@ -78,16 +78,7 @@ def save_model(
 
 
 def read_manifest(model_dir: str | Path) -> ModelManifest:
-    path = Path(model_dir) / MANIFEST
-    if not path.is_file():
-        raise KenningError(f"not a Kenning model directory (no {MANIFEST}): {model_dir}")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise KenningError(f"{path}: unsupported model format {data.get('format')!r}")
-        return ModelManifest(**data)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise KenningError(f"{path} is not a valid model manifest: {exc}") from None
+    return read_json_manifest(Path(model_dir) / MANIFEST, ModelManifest, FORMAT, "model")
 
 
 def load_model(model_dir: str | Path) -> tuple[EmbeddingNet, ModelManifest]:

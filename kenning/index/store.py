@@ -8,7 +8,6 @@ old index or the new one, never a mix; files of older generations are removed af
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from kenning.atomic import atomic_save, atomic_write_json
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError
 from kenning.index.backend import FaissIndex
+from kenning.manifests import read_manifest
 
 FORMAT = "kenning-index/1"
 MANIFEST = "manifest.json"
@@ -161,13 +161,4 @@ class GalleryIndex:
 
 
 def _read_manifest(directory: Path) -> IndexManifest:
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise KenningError(f"not a Kenning index directory (no {MANIFEST}): {directory}")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise KenningError(f"{path}: unsupported index format {data.get('format')!r}")
-        return IndexManifest(**data)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise KenningError(f"{path} is not a valid index manifest: {exc}") from None
+    return read_manifest(directory / MANIFEST, IndexManifest, FORMAT, "index")

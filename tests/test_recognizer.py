@@ -1,0 +1,36 @@
+from pathlib import Path
+
+from kenning.data.readers import read_dataset, select_split
+from kenning.embeddings.checkpoint import load_holdout
+from kenning.index.store import GalleryIndex
+from kenning.recognizer import Recognizer, build_index, calibration_split
+from tests.conftest import small_config
+
+
+def test_calibration_split_follows_protocol_b(trained_model: Path) -> None:
+    holdout = load_holdout(trained_model)
+    enrolled, queries = calibration_split(holdout)
+    labels = sorted(set(holdout["label"]) - {""})
+    new = {lab for i, lab in enumerate(labels) if i % 10 in (0, 3, 6)}
+    assert set(enrolled["label"]) == set(labels) - new
+    assert enrolled["label"].is_unique  # one image enrolled per known identity
+    assert len(enrolled) + len(queries) == len(holdout)
+    assert new <= set(queries["label"])
+
+
+def test_gallery_holding_the_held_out_identities_does_not_calibrate_on_them(
+    trained_model: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    everything = select_split(read_dataset(demo_dir), "all")  # train split, held-out identities included
+    index, calibration = build_index(trained_model, everything, small_config().index, tmp_path, progress=False)
+    assert calibration is None and index.manifest.threshold is None  # nothing new left to calibrate on
+
+
+def test_recognizer_loads_once_and_answers(built_index: Path, demo_dir: Path) -> None:
+    recognizer = Recognizer.open(built_index, progress=False)
+    test = select_split(read_dataset(demo_dir), "test")
+    image = test[test["label"] != ""].iloc[0]
+    answer = recognizer.query([image["path"], str(demo_dir / "missing.jpg")])
+    assert answer[0].labels[0] == image["label"]  # the image is in the gallery itself
+    assert isinstance(answer[1], str) and "image not found" in answer[1]
+    assert GalleryIndex.load(built_index).manifest.threshold is not None  # calibrated at build time
