@@ -63,12 +63,26 @@ def train_embed(
     image_size: Annotated[int | None, typer.Option(help="model.image_size")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="model.embedding_dim (0: no head)")] = None,
     lr: Annotated[float | None, typer.Option(help="train.lr (backbone)")] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="loss.name: arcface, subcenter_arcface, triplet, contrastive, or a mix: 'arcface+triplet:0.5'"
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="train.mode: finetune, or frozen (cached backbone features, fast on CPU)")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="train.device: auto, cpu or cuda")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the killed run in --out from its last epoch.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     sets: SetOpt = None,
 ) -> None:
-    """Fine-tune a timm backbone + GeM + embedding head with ArcFace on P x K class-balanced batches."""
+    """Train a timm backbone + GeM + embedding head on P x K class-balanced batches (ArcFace family,
+    triplet, contrastive, or a weighted mix); checkpoints every epoch, keeps the best on held-out identities."""
     from kenning.data.readers import read_dataset, select_split
-    from kenning.embeddings.train import train_embedding
+    from kenning.embeddings.train import CURVES, train_embedding
 
     cfg = _config(
         config,
@@ -82,16 +96,23 @@ def train_embed(
             "model.embedding_dim": embedding_dim,
             "train.lr": lr,
             "train.device": device,
+            "loss.name": loss,
+            "train.mode": mode,
         },
     )
     table = select_split(read_dataset(data), split)
-    result = train_embedding(cfg, table, out)
+    result = train_embedding(cfg, table, out, progress=not quiet, resume=resume)
     losses = ", ".join(f"{v:.3f}" for v in result.epoch_losses) or "none (0 epochs)"
     typer.echo(
         f"trained on {result.train_images} images of {len(result.manifest.classes)} identities "
-        f"({result.holdout_images} held out for calibration) in {result.seconds:.0f}s; loss per epoch: {losses}"
+        f"({result.holdout_images} held out for validation and calibration) in {result.seconds:.0f}s; "
+        f"loss per epoch: {losses}"
     )
-    typer.echo(f"model {result.manifest.fingerprint} saved to {out}")
+    if result.validation:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.validation.items())
+        typer.echo(f"best epoch {result.best_epoch} on held-out identities: {shown}")
+    curves = f" (training curves: {out / CURVES})" if result.history else ""
+    typer.echo(f"model {result.manifest.fingerprint} saved to {out}{curves}")
 
 
 @app.command("build-index")

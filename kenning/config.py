@@ -23,20 +23,43 @@ class ModelConfig:
 
 
 @dataclass
+class LossConfig:
+    """Which losses train the embedding, and their parameters (all from pytorch-metric-learning)."""
+
+    # "+"-joined names with optional weights: arcface, subcenter_arcface, triplet, contrastive,
+    # e.g. "subcenter_arcface+triplet:0.5"
+    name: str = "arcface"
+    margin: float = 28.6  # ArcFace angular margin, degrees, as pytorch-metric-learning takes it
+    scale: float = 30.0  # 64 (the paper's) converges poorly with few identities
+    sub_centers: int = 3  # subcenter_arcface: centres per identity (absorb noisy or odd views)
+    dynamic_margin: bool = False  # per-class margin, larger for rarer classes (GLR 2020 winners)
+    margin_min: float = 11.5  # degrees, for the most frequent class when dynamic
+    margin_max: float = 28.6  # degrees, for the rarest class when dynamic
+    miner: str = "batch_hard"  # triplet / contrastive: batch_hard, multi_similarity, semihard, none
+    triplet_margin: float = 0.1
+    pos_margin: float = 0.0  # contrastive, Euclidean distance between L2-normalised embeddings
+    neg_margin: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
+    mode: str = "finetune"  # finetune: train everything; frozen: cache backbone features, train head + loss
     classes_per_batch: int = 8  # P of the P x K batch
     images_per_class: int = 4  # K of the P x K batch
+    small_classes: str = "repeat"  # fewer than K images: repeat (augmented copies) or drop
     lr: float = 3e-4  # backbone
     head_lr: float = 1e-3
-    loss_lr: float = 1e-2  # ArcFace class centres
+    loss_lr: float = 1e-2  # loss parameters (ArcFace class centres)
     weight_decay: float = 1e-4
-    arcface_margin: float = 28.6  # degrees, as pytorch-metric-learning takes it
-    arcface_scale: float = 30.0  # 64 (the paper's) converges poorly with few identities
-    holdout_fraction: float = 0.2  # training identities kept out to calibrate the unknown threshold
+    holdout_fraction: float = 0.2  # training identities kept out for validation and unknown calibration
+    select_by: str = "map@5"  # validation metric that picks the best epoch: map@5, recall@1, map@r
     hflip: bool = False  # a mirrored flank or fluke is another individual
     scale_min: float = 0.5  # random resized crop keeps at least this fraction of the image
     color_jitter: float = 0.3
+    rotation: float = 10.0  # degrees, random rotation either way
+    cache_views: int = 4  # frozen mode: augmented views cached per image (plus one plain view)
+    cache_dir: str = "~/.cache/kenning/features"
     num_workers: int = 0
     device: str = "auto"
     seed: int = 0
@@ -52,10 +75,20 @@ class IndexConfig:
     batch_size: int = 32
 
 
+# Keys whose value is one of a few words: a typo fails when the config loads, not mid-training.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.mode": ("finetune", "frozen"),
+    "train.small_classes": ("repeat", "drop"),
+    "train.select_by": ("map@5", "recall@1", "map@r"),
+    "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
+}
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,12 +131,15 @@ def set_key(cfg: Config, dotted: str, value: Any) -> None:
     section_name, _, key = dotted.partition(".")
     section = getattr(cfg, section_name, None)
     if section is None or not dataclasses.is_dataclass(section) or not key:
-        raise KenningError(f"unknown config key '{dotted}' (sections: model, train, index)")
+        raise KenningError(f"unknown config key '{dotted}' (sections: model, train, loss, index)")
     hints = get_type_hints(type(section))
     if key not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(section))
         raise KenningError(f"unknown config key '{dotted}'; '{section_name}' has: {known}")
-    setattr(section, key, _coerce(dotted, value, hints[key]))
+    value = _coerce(dotted, value, hints[key])
+    if dotted in CHOICES and value not in CHOICES[dotted]:
+        raise KenningError(f"config key '{dotted}' must be one of {', '.join(CHOICES[dotted])}, got {value!r}")
+    setattr(section, key, value)
 
 
 def _coerce(dotted: str, value: Any, hint: Any) -> Any:

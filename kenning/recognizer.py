@@ -17,7 +17,7 @@ from kenning.config import IndexConfig
 from kenning.data.readers import UNLABELLED
 from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
 from kenning.embeddings.device import select_device
-from kenning.embeddings.inference import Embedded, embed_paths
+from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
 from kenning.embeddings.model import EmbeddingNet
 from kenning.errors import KenningError
 from kenning.eval.calibration import Calibration, calibrate_threshold
@@ -45,6 +45,7 @@ class Recognizer:
         index.check_model(model_manifest)
         self.model = model.to(select_device())
         self.model_manifest = model_manifest
+        self.transform = manifest_transform(model_manifest)
         self.index = index
         self.index_dir = index_dir
         self.batch_size = batch_size
@@ -64,8 +65,8 @@ class Recognizer:
     def embed(self, paths: Sequence[str]) -> Embedded:
         return embed_paths(
             self.model,
-            self.model_manifest,
             paths,
+            self.transform,
             batch_size=self.batch_size,
             flip_tta=self.index.manifest.flip_tta,
             progress=self.progress,

@@ -17,7 +17,7 @@ k build-index --model "$OUT/untrained" --data "$OUT/data" --split test --out "$O
 k eval --index "$OUT/index-untrained" --data "$OUT/data" --out "$OUT/eval-untrained"
 
 echo "== training"
-k train-embed --data "$OUT/data" --out "$OUT/model" -c configs/cpu-quick.yaml
+k train-embed --data "$OUT/data" --out "$OUT/model" -c configs/cpu-quick.yaml --set train.cache_dir="$OUT/feature-cache"
 k build-index --model "$OUT/model" --data "$OUT/data" --split test --out "$OUT/index" -c configs/cpu-quick.yaml
 
 echo "== query a gallery landmark, and a non-landmark photo"

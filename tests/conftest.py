@@ -39,6 +39,12 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frozen-mode feature cache shared by the session's runs (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="session")
 def trained_model(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kenning.embeddings.train import train_embedding
 

@@ -27,6 +27,17 @@ def test_scenario_configs_exist() -> None:
     assert {"cpu-quick", "landmarks", "whales"} <= {p.stem for p in CONFIGS}
 
 
+def test_scenarios_choose_their_training_recipes() -> None:
+    from kenning.embeddings.losses import parse_loss_spec
+
+    configs = {p.stem: load_config(p) for p in CONFIGS}
+    assert configs["cpu-quick"].train.mode == "frozen"
+    landmarks = configs["landmarks"].loss
+    assert landmarks.name == "subcenter_arcface" and landmarks.dynamic_margin
+    assert {"contrastive", "triplet"} & parse_loss_spec(configs["whales"].loss.name).keys()
+    assert configs["whales"].index.unknown_label == "new_whale" and not configs["whales"].train.hflip
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -35,6 +46,8 @@ def test_scenario_configs_exist() -> None:
         ({"train.epochs": "many"}, "expects"),
         ({"train.epochs": None}, None),  # None means "not given", not an error
         ({"train.hflip": 1}, "expects"),
+        ({"train.mode": "freeze"}, "must be one of finetune, frozen"),
+        ({"loss.miner": "hardest"}, "must be one of"),
     ],
 )
 def test_bad_overrides(overrides: dict, message: str | None) -> None:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from kenning.data.images import ImageDataset, collate_skipping_bad
 from kenning.data.transforms import eval_transform
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.embeddings.model import EmbeddingNet
+
+Transform = Callable[[Image.Image], torch.Tensor]
 
 
 @dataclass
@@ -26,8 +29,8 @@ class Embedded:
 @torch.no_grad()
 def embed_paths(
     model: EmbeddingNet,
-    manifest: ModelManifest,
     paths: Sequence[str],
+    transform: Transform,
     batch_size: int = 32,
     flip_tta: bool = False,
     device: torch.device | None = None,
@@ -38,7 +41,6 @@ def embed_paths(
     warning line per skipped image go to stderr (stdout stays clean for --json)."""
     device = device or next(model.parameters()).device
     model.eval().to(device)
-    transform = eval_transform(manifest.image_size, tuple(manifest.mean), tuple(manifest.std))
     loader = torch.utils.data.DataLoader(
         ImageDataset(paths, transform),
         batch_size=batch_size,
@@ -61,6 +63,11 @@ def embed_paths(
     if errors and progress:
         tqdm.write(f"warning: {len(errors)} of {len(paths)} images could not be read and were skipped", file=sys.stderr)
     return Embedded(out[ok], ok, errors)
+
+
+def manifest_transform(manifest: ModelManifest) -> Transform:
+    """The eval transform the model in `manifest` expects."""
+    return eval_transform(manifest.image_size, tuple(manifest.mean), tuple(manifest.std))
 
 
 def embed_batch(model: EmbeddingNet, images: torch.Tensor, flip_tta: bool) -> torch.Tensor:

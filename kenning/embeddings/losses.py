@@ -1,18 +1,119 @@
-"""Loss factory over pytorch-metric-learning's losses."""
+"""Loss factory over pytorch-metric-learning: ArcFace family, triplet and contrastive, alone or combined."""
 
 from __future__ import annotations
 
-from pytorch_metric_learning import losses
+import math
+
+import numpy as np
+import torch
+from pytorch_metric_learning import losses, miners
 from torch import nn
 
-from kenning.config import TrainConfig
+from kenning.config import LossConfig
+from kenning.errors import KenningError
+
+CLASSIFICATION = ("arcface", "subcenter_arcface")  # these own per-class parameters
+PAIRWISE = ("triplet", "contrastive")
 
 
-def create_loss(cfg: TrainConfig, num_classes: int, embedding_dim: int) -> nn.Module:
-    """ArcFace over the training identities; its class centres are trainable parameters."""
-    return losses.ArcFaceLoss(
-        num_classes=num_classes,
-        embedding_size=embedding_dim,
-        margin=cfg.arcface_margin,
-        scale=cfg.arcface_scale,
-    )
+def parse_loss_spec(spec: str) -> dict[str, float]:
+    """'subcenter_arcface+triplet:0.5' -> {'subcenter_arcface': 1.0, 'triplet': 0.5}."""
+    terms: dict[str, float] = {}
+    for part in spec.replace(" ", "").split("+"):
+        name, _, weight = part.partition(":")
+        if name not in CLASSIFICATION + PAIRWISE:
+            raise KenningError(f"unknown loss '{name}' in '{spec}'; choose from {', '.join(CLASSIFICATION + PAIRWISE)}")
+        if name in terms:
+            raise KenningError(f"loss '{name}' appears twice in '{spec}'")
+        try:
+            terms[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise KenningError(f"loss weight '{weight}' in '{spec}' is not a number") from None
+    if sum(n in CLASSIFICATION for n in terms) > 1:
+        raise KenningError(f"'{spec}' combines two ArcFace losses; use one")
+    return terms
+
+
+def dynamic_margins(class_counts: np.ndarray, margin_min: float, margin_max: float) -> np.ndarray:
+    """Per-class margins in degrees: m_c = a * n_c^(-1/4) + b, with a, b mapping the classes onto [min, max].
+
+    The Google Landmark 2020 winners' recipe: rare classes get the large margin (they need the
+    tighter cluster most and see the fewest gradients), frequent classes the small one.
+    """
+    raw = np.asarray(class_counts, dtype=np.float64) ** -0.25
+    span = raw.max() - raw.min()
+    if span == 0:
+        return np.full(len(raw), margin_max)
+    a = (margin_max - margin_min) / span
+    return a * raw + (margin_min - a * raw.min())
+
+
+class _PerClassMargin:
+    """Mixin for pytorch-metric-learning's ArcFace losses: the margin comes from the target class.
+
+    pytorch-metric-learning takes one scalar margin; this swaps in each sample's class margin for
+    the target logit (same formula as its ArcFaceLoss, in torch so it runs on any device).
+    """
+
+    class_margins: torch.Tensor
+
+    def compute_loss(self, embeddings, labels, *args):
+        self._batch_margins = self.class_margins.to(embeddings)[labels]
+        return super().compute_loss(embeddings, labels, *args)
+
+    def modify_cosine_of_target_classes(self, cosine_of_target_classes):
+        m = self._batch_margins
+        angles = self.get_angles(cosine_of_target_classes)
+        return torch.where(angles <= math.pi - m, torch.cos(angles + m), torch.cos(angles) - m * torch.sin(m))
+
+
+class DynamicArcFaceLoss(_PerClassMargin, losses.ArcFaceLoss):
+    pass
+
+
+class DynamicSubCenterArcFaceLoss(_PerClassMargin, losses.SubCenterArcFaceLoss):
+    pass
+
+
+def _classification_loss(name: str, cfg: LossConfig, class_counts: np.ndarray, dim: int) -> nn.Module:
+    kwargs = {"num_classes": len(class_counts), "embedding_size": dim, "margin": cfg.margin, "scale": cfg.scale}
+    if name == "subcenter_arcface":
+        kwargs["sub_centers"] = cfg.sub_centers
+    if not cfg.dynamic_margin:
+        return losses.SubCenterArcFaceLoss(**kwargs) if name == "subcenter_arcface" else losses.ArcFaceLoss(**kwargs)
+    loss = DynamicSubCenterArcFaceLoss(**kwargs) if name == "subcenter_arcface" else DynamicArcFaceLoss(**kwargs)
+    margins = np.radians(dynamic_margins(class_counts, cfg.margin_min, cfg.margin_max))
+    loss.register_buffer("class_margins", torch.tensor(margins, dtype=torch.float32))
+    return loss
+
+
+def create_miner(cfg: LossConfig) -> nn.Module | None:
+    if cfg.miner == "batch_hard":
+        return miners.BatchHardMiner()
+    if cfg.miner == "multi_similarity":
+        return miners.MultiSimilarityMiner()
+    if cfg.miner == "semihard":
+        return miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
+    return None
+
+
+def create_loss(cfg: LossConfig, class_counts: np.ndarray, embedding_dim: int) -> losses.MultipleLosses:
+    """One module for any combination: loss(embeddings, labels) -> weighted sum, each pairwise term mined.
+
+    `class_counts[c]` is the number of training images of class c (dynamic margins use it).
+    """
+    terms = parse_loss_spec(cfg.name)
+    built: dict[str, nn.Module] = {}
+    mined: dict[str, nn.Module] = {}
+    for name in terms:
+        if name in CLASSIFICATION:
+            built[name] = _classification_loss(name, cfg, class_counts, embedding_dim)
+            continue
+        if name == "triplet":
+            built[name] = losses.TripletMarginLoss(margin=cfg.triplet_margin)
+        else:  # contrastive: Siamese pairs; triplets from a miner are split into their pairs
+            built[name] = losses.ContrastiveLoss(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin)
+        miner = create_miner(cfg)
+        if miner is not None:
+            mined[name] = miner
+    return losses.MultipleLosses(built, miners=mined or None, weights=terms)

@@ -43,8 +43,16 @@ class EmbeddingNet(nn.Module):
             self.head = nn.Identity()
             self.embedding_dim = features
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> pooled backbone features (what the frozen-backbone mode caches)."""
+        return self.pool(self.backbone.forward_features(x))
+
+    def embed_pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features -> L2-normalised embedding."""
+        return F.normalize(self.head(features), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.pool(self.backbone.forward_features(x))), dim=-1)
+        return self.embed_pooled(self.pooled(x))
 
 
 def create_model(cfg: ModelConfig, load_weights: bool = True) -> EmbeddingNet:

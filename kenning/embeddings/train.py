@@ -1,46 +1,66 @@
-"""Fine-tune the embedding model on labelled identities with class-balanced P x K batches."""
+"""Train the embedding on labelled identities: P x K batches, any loss mix, validation, checkpoints, resume.
+
+Two modes share one loop. `finetune` trains backbone, head and loss on augmented images.
+`frozen` caches the backbone's pooled features once (feature_cache) and trains only the head and
+the loss on them: minutes on a CPU instead of hours, and the same model directory at the end.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm import tqdm
 
 from kenning.atomic import atomic_write_json
 from kenning.config import Config
 from kenning.data.images import ImageDataset, collate_skipping_bad
 from kenning.data.readers import UNLABELLED
-from kenning.data.transforms import train_transform
+from kenning.data.transforms import eval_transform, train_transform
+from kenning.embeddings import training_state as ts
 from kenning.embeddings.checkpoint import ModelManifest, save_holdout, save_model
 from kenning.embeddings.device import select_device
+from kenning.embeddings.feature_cache import cached_features
+from kenning.embeddings.inference import embed_paths
 from kenning.embeddings.losses import create_loss
-from kenning.embeddings.model import create_model, data_config
+from kenning.embeddings.model import EmbeddingNet, create_model, data_config
+from kenning.embeddings.sampling import apply_small_class_policy, create_sampler
 from kenning.errors import KenningError
+from kenning.eval.plots import plot_training_curves
+from kenning.eval.retrieval import leave_one_out
+
+CURVES = "training_curves.png"
 
 
 @dataclass
 class TrainResult:
     manifest: ModelManifest
-    epoch_losses: list[float]
+    history: list[dict[str, float]]  # one row per epoch: loss, validation figures, seconds
+    best_epoch: int | None  # the epoch whose weights were saved (None: no epochs)
     train_images: int
     holdout_images: int
     skipped_images: int
     seconds: float
+    resumed_from: int = 0  # epochs already done when this call started
+    validation: dict[str, float] = field(default_factory=dict)  # the best epoch's figures
+
+    @property
+    def epoch_losses(self) -> list[float]:
+        return [row["loss"] for row in self.history]
 
 
 def split_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep `fraction` of the identities that have 2+ images out of training, plus unlabelled images.
 
-    The held-out identities play "known" and "new" at build time, to calibrate the unknown threshold
-    on identities the model has never seen, as a real catalogue's new arrivals will be.
+    The held-out identities validate each epoch, and at build time play "known" and "new" to
+    calibrate the unknown threshold on identities the model has never seen, as a real
+    catalogue's new arrivals will be.
     """
     labelled = df[df["label"] != UNLABELLED]
     counts = labelled["label"].value_counts()
@@ -58,95 +78,337 @@ def split_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Data
     return train, holdout.reset_index(drop=True)
 
 
-def train_embedding(cfg: Config, data: pd.DataFrame, out: str | Path, progress: bool = True) -> TrainResult:
-    """Train on the labelled rows of `data` (minus the held-out identities) and save to `out`."""
+class _ImageBatches:
+    """Fine-tuning: augmented images through the whole model; validation embeds the held-out images."""
+
+    def __init__(self, cfg: Config, model: EmbeddingNet, train_df: pd.DataFrame, val_paths: list[str]):
+        mean, std = data_config(model)
+        self.dataset = ImageDataset(
+            train_df["path"].tolist(), train_transform(cfg.model.image_size, mean, std, cfg.train)
+        )
+        self.plain = eval_transform(cfg.model.image_size, mean, std)
+        self.val_paths = val_paths
+        self.train_ok = np.ones(len(train_df), dtype=bool)  # unreadable images are skipped batch by batch
+
+    def parameter_groups(self, model: EmbeddingNet, cfg: Config) -> list[dict]:
+        return [
+            {"params": model.backbone.parameters(), "lr": cfg.train.lr},
+            {"params": [*model.pool.parameters(), *model.head.parameters()], "lr": cfg.train.head_lr},
+        ]
+
+    def forward(self, model: EmbeddingNet, inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs)
+
+    def validation_vectors(self, model: EmbeddingNet, device: torch.device) -> np.ndarray:
+        embedded = embed_paths(model, self.val_paths, self.plain, device=device, progress=False)
+        return embedded.vectors if embedded.ok.all() else np.empty((0, model.embedding_dim), dtype=np.float32)
+
+
+class _CachedViews(torch.utils.data.Dataset):
+    """Cached pooled features -> one randomly chosen augmented view per draw."""
+
+    def __init__(self, features: np.ndarray):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, None]:
+        views = self.features.shape[1] - 1
+        view = 1 + int(torch.randint(views, ())) if views else 0
+        return torch.from_numpy(self.features[i, view].astype(np.float32)), i, None
+
+
+class _CachedBatches:
+    """Frozen backbone: training and validation read pooled features from the disk cache."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: EmbeddingNet,
+        train_df: pd.DataFrame,
+        val_paths: list[str],
+        device: torch.device,
+        progress: bool,
+    ):
+        tc = cfg.train
+        mean, std = data_config(model)
+        paths = train_df["path"].tolist() + val_paths
+        settings = {
+            "image_size": cfg.model.image_size,
+            "mean": mean,
+            "std": std,
+            **{k: getattr(tc, k) for k in ("scale_min", "color_jitter", "hflip", "rotation")},
+        }
+        features, ok, errors = cached_features(
+            model,
+            paths,
+            eval_transform(cfg.model.image_size, mean, std),
+            train_transform(cfg.model.image_size, mean, std, tc),
+            tc.cache_views,
+            tc.seed,
+            tc.cache_dir,
+            settings,
+            device,
+            progress=progress,
+        )
+        for err in errors if progress else ():
+            tqdm.write(f"warning: skipped {err}", file=sys.stderr)
+        n = len(train_df)
+        self.train_ok = ok[:n]
+        self.dataset = _CachedViews(features[:n])
+        self.val_features = features[n:] if ok[n:].all() else features[n:n]
+
+    def parameter_groups(self, model: EmbeddingNet, cfg: Config) -> list[dict]:
+        return [{"params": model.head.parameters(), "lr": cfg.train.head_lr}]
+
+    def forward(self, model: EmbeddingNet, inputs: torch.Tensor) -> torch.Tensor:
+        return model.embed_pooled(inputs)
+
+    @torch.no_grad()
+    def validation_vectors(self, model: EmbeddingNet, device: torch.device) -> np.ndarray:
+        model.eval()
+        plain = torch.from_numpy(self.val_features[:, 0].astype(np.float32)).to(device)
+        return model.embed_pooled(plain).cpu().numpy()
+
+
+def train_embedding(
+    cfg: Config, data: pd.DataFrame, out: str | Path, progress: bool = True, resume: bool = False
+) -> TrainResult:
+    """Train on the labelled rows of `data` (minus the held-out identities) and save the best epoch to `out`.
+
+    `out/checkpoints/last.pt` is written after every epoch; with `resume`, a killed run continues
+    from it and ends with the same weights an uninterrupted run would have.
+    """
     start = time.perf_counter()
+    out = Path(out)
     tc = cfg.train
-    torch.manual_seed(tc.seed)
+    last = ts.load_state(out, ts.LAST)
+    _check_resume(last, cfg, resume, out)
+    ts.seed_everything(tc.seed)
     train_df, holdout = split_holdout(data, tc.holdout_fraction, tc.seed)
-    classes = sorted(train_df["label"].unique())
+    train_df = apply_small_class_policy(train_df, tc.images_per_class, tc.small_classes)
+    validation = holdout[holdout["label"] != UNLABELLED].reset_index(drop=True)
+    device = select_device(tc.device)
+    model = create_model(cfg.model)
+    if tc.mode == "frozen" and tc.epochs > 0:  # nothing to train: no features to cache
+        model.to(device)
+        source: _ImageBatches | _CachedBatches = _CachedBatches(
+            cfg, model, train_df, validation["path"].tolist(), device, progress
+        )
+        model.backbone.requires_grad_(False)
+        model.pool.requires_grad_(False)
+    else:
+        source = _ImageBatches(cfg, model, train_df, validation["path"].tolist())
+    classes = sorted(train_df.loc[source.train_ok, "label"].unique())
     if len(classes) < 2:
         raise KenningError(f"training needs at least 2 labelled identities, found {len(classes)}")
-    device = select_device(tc.device)
-    model = create_model(cfg.model).to(device)
-    loss_fn = create_loss(tc, len(classes), model.embedding_dim).to(device)
-    losses, skipped = _fit(cfg, model, loss_fn, train_df, classes, device, progress) if tc.epochs > 0 else ([], 0)
+    class_index = {c: i for i, c in enumerate(classes)}
+    targets = torch.tensor([class_index.get(c, -1) for c in train_df["label"]])
+    counts = np.bincount(targets[torch.from_numpy(source.train_ok)].numpy(), minlength=len(classes))
+    loss_fn = create_loss(cfg.loss, counts, model.embedding_dim)
+    model.to(device)
+    loss_fn.to(device)
+
+    fit = _Fit(cfg, model, loss_fn, source, targets, validation["label"].tolist(), device, progress)
+    resumed_from = fit.restore(last) if last is not None else 0
+    fit.run(out, resumed_from)
+
+    best = ts.load_state(out, ts.BEST)
+    if best is not None:
+        model.load_state_dict(best["model"])
+        loss_fn.load_state_dict(best["loss"])
     model.cpu().eval()
     save_holdout(out, holdout)
     manifest = save_model(
-        out, model, cfg.model, classes, extra_state={"loss": loss_fn.state_dict()}, config=cfg.to_dict()
+        out,
+        model,
+        cfg.model,
+        classes,
+        extra_state={"loss": loss_fn.state_dict(), "epoch": fit.best_epoch},
+        config=cfg.to_dict(),
     )
-    result = TrainResult(manifest, losses, len(train_df), len(holdout), skipped, time.perf_counter() - start)
-    log = {k: v for k, v in dataclasses.asdict(result).items() if k != "manifest"}
-    atomic_write_json(Path(out) / "train_log.json", {**log, "classes": len(classes), "device": str(device)})
+    best_row = next((row for row in fit.history if row["epoch"] == fit.best_epoch), {})
+    result = TrainResult(
+        manifest=manifest,
+        history=fit.history,
+        best_epoch=fit.best_epoch,
+        train_images=int(source.train_ok.sum()),
+        holdout_images=len(holdout),
+        skipped_images=int((~source.train_ok).sum()) + len(fit.bad),
+        seconds=time.perf_counter() - start,
+        resumed_from=resumed_from,
+        validation={k: v for k, v in best_row.items() if k not in ("epoch", "loss", "seconds")},
+    )
+    atomic_write_json(
+        out / "train_log.json",
+        {
+            "history": result.history,
+            "epoch_losses": result.epoch_losses,
+            "best_epoch": result.best_epoch,
+            "validation": result.validation,
+            "train_images": result.train_images,
+            "holdout_images": result.holdout_images,
+            "skipped_images": result.skipped_images,
+            "seconds": result.seconds,
+            "resumed_from": resumed_from,
+            "classes": len(classes),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+    )
     return result
 
 
-def _fit(
-    cfg: Config, model, loss_fn, train_df: pd.DataFrame, classes: list[str], device: torch.device, progress: bool
-) -> tuple[list[float], int]:
-    tc = cfg.train
-    class_index = {c: i for i, c in enumerate(classes)}
-    targets = torch.tensor([class_index[c] for c in train_df["label"]])
-    per_batch = min(tc.classes_per_batch, len(classes))
-    batch_size = per_batch * tc.images_per_class
-    sampler = MPerClassSampler(
-        targets,
-        m=tc.images_per_class,
-        batch_size=batch_size,
-        length_before_new_iter=max(batch_size, len(targets) // batch_size * batch_size),
-    )
-    mean, std = data_config(model)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(train_df["path"].tolist(), train_transform(cfg.model.image_size, mean, std, tc)),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=tc.num_workers,
-        collate_fn=collate_skipping_bad,
-        drop_last=True,
-    )
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": model.backbone.parameters(), "lr": tc.lr},
-            {"params": [*model.pool.parameters(), *model.head.parameters()], "lr": tc.head_lr},
-            {"params": loss_fn.parameters(), "lr": tc.loss_lr, "weight_decay": 0.0},
-        ],
-        weight_decay=tc.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tc.epochs * len(loader)))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(enabled=use_amp)
-    if use_amp:
-        model.to(memory_format=torch.channels_last)
-    bad: set[str] = set()
-    epoch_losses: list[float] = []
-    for epoch in range(tc.epochs):
-        model.train()
+def _check_resume(last: dict | None, cfg: Config, resume: bool, out: Path) -> None:
+    if last is None:
+        return
+    unfinished = last["epoch"] < last["config"]["train"]["epochs"]
+    if not resume:
+        if unfinished:
+            raise KenningError(
+                f"{out} holds an unfinished run (epoch {last['epoch']} of {last['config']['train']['epochs']}): "
+                "add --resume to continue it, or choose another --out"
+            )
+        return
+    changed = ts.config_differences(last["config"], cfg.to_dict())
+    if changed:
+        raise KenningError(f"cannot resume {out}: the config differs in {', '.join(changed)}")
+
+
+class _Fit:
+    """The epoch loop and the state it checkpoints."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: EmbeddingNet,
+        loss_fn: torch.nn.Module,
+        source: _ImageBatches | _CachedBatches,
+        targets: torch.Tensor,
+        val_labels: list[str],
+        device: torch.device,
+        progress: bool,
+    ):
+        tc = cfg.train
+        self.cfg, self.model, self.loss_fn, self.source = cfg, model, loss_fn, source
+        self.targets, self.val_labels, self.device, self.progress = targets, val_labels, device, progress
+        usable = np.flatnonzero(source.train_ok & (targets.numpy() >= 0))
+        self.sampler = create_sampler(targets[usable], tc.classes_per_batch, tc.images_per_class)
+        self.loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(source.dataset, usable.tolist()),
+            batch_size=self.sampler.batch_size,
+            sampler=self.sampler,
+            num_workers=tc.num_workers,
+            collate_fn=collate_skipping_bad,
+            drop_last=True,
+        )
+        self.optimizer = torch.optim.AdamW(
+            [
+                *source.parameter_groups(model, cfg),
+                {"params": loss_fn.parameters(), "lr": tc.loss_lr, "weight_decay": 0.0},
+            ],
+            weight_decay=tc.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(1, tc.epochs * len(self.loader))
+        )
+        self.use_amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(enabled=self.use_amp)
+        if self.use_amp and isinstance(source, _ImageBatches):
+            model.to(memory_format=torch.channels_last)
+        self.history: list[dict[str, float]] = []
+        self.best_epoch: int | None = None
+        self.best_score = -math.inf
+        self.bad: set[str] = set()
+
+    def restore(self, last: dict) -> int:
+        self.model.load_state_dict(last["model"])
+        self.loss_fn.load_state_dict(last["loss"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        self.scheduler.load_state_dict(last["scheduler"])
+        self.scaler.load_state_dict(last["scaler"])
+        self.history, self.best_epoch, self.best_score = last["history"], last["best_epoch"], last["best_score"]
+        self.sampler.labels = list(last["sampler_classes"])  # it shuffles this list in place, epoch after epoch
+        ts.restore_rng(last["rng"])
+        if self.progress:
+            tqdm.write(f"resuming after epoch {last['epoch']}", file=sys.stderr)
+        return int(last["epoch"])
+
+    def run(self, out: Path, first_epoch: int) -> None:
+        if first_epoch == 0:
+            ts.seed_everything(self.cfg.train.seed)  # the same draws whether or not the cache was computed now
+        epochs = self.cfg.train.epochs
+        for epoch in range(first_epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            loss = self._train_one_epoch(epoch)
+            row = {"epoch": epoch, "loss": loss, **self._validate(), "seconds": time.perf_counter() - t0}
+            self.history.append(row)
+            score = row.get(self.cfg.train.select_by, math.nan)
+            if math.isnan(score) or score > self.best_score:  # no validation set: the last epoch is the best
+                self.best_epoch, self.best_score = epoch, -math.inf if math.isnan(score) else score
+                ts.save_state(
+                    out,
+                    ts.BEST,
+                    {"epoch": epoch, "model": self.model.state_dict(), "loss": self.loss_fn.state_dict()},
+                )
+            ts.save_state(out, ts.LAST, self._state(epoch))
+            plot_training_curves(self.history, out / CURVES, self.best_epoch)
+            if self.progress:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+                tqdm.write(f"epoch {epoch}/{epochs}: {shown} ({row['seconds']:.0f}s)", file=sys.stderr)
+        if self.bad and self.progress:
+            tqdm.write(f"warning: {len(self.bad)} training images could not be read and were skipped", file=sys.stderr)
+
+    def _train_one_epoch(self, epoch: int) -> float:
+        self.model.train()
         total, seen, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", disable=not progress)
-        for images, idx, errors in bar:
-            for err in set(errors) - bad:
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{self.cfg.train.epochs}", unit="batch", disable=not self.progress)
+        for inputs, positions, errors in bar:
+            for err in set(errors) - self.bad:
                 tqdm.write(f"warning: skipped {err}", file=sys.stderr)
-            bad.update(errors)
-            if images is None or len(idx) < 2:
+            self.bad.update(errors)
+            if inputs is None or len(positions) < 2:
                 continue
-            images = images.to(device, non_blocking=True)
-            if use_amp:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = targets[idx].to(device)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(model(images).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scale = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            if scaler.get_scale() >= scale:  # fp16 overflow skips the optimiser step: keep the schedule with it
-                scheduler.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
+            inputs = inputs.to(self.device, non_blocking=True)
+            if self.use_amp and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            labels = self.targets[positions].to(self.device)  # positions index the whole table
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                loss = self.loss_fn(self.source.forward(self.model, inputs).float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.get_scale() >= scale:  # fp16 overflow skips the optimiser step: keep the schedule with it
+                self.scheduler.step()
+            total += loss.item() * len(positions)
+            seen += len(positions)
             bar.set_postfix(loss=f"{total / seen:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-        epoch_losses.append(total / max(seen, 1))
-    if bad:
-        tqdm.write(f"warning: {len(bad)} training images could not be read and were skipped", file=sys.stderr)
-    return epoch_losses, len(bad)
+        return total / max(seen, 1)
+
+    def _validate(self) -> dict[str, float]:
+        if len(self.val_labels) < 2:
+            return {}
+        vectors = self.source.validation_vectors(self.model, self.device)
+        if len(vectors) != len(self.val_labels):  # a held-out image could not be read
+            return {}
+        metrics = leave_one_out(vectors, self.val_labels)
+        return {k: metrics[k] for k in ("recall@1", "recall@5", "map@5", "map@r")}
+
+    def _state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "rng": ts.capture_rng(),
+            "sampler_classes": [int(c) for c in self.sampler.labels],
+        }

@@ -1,14 +1,23 @@
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from kenning.data.readers import UNLABELLED
 from kenning.embeddings.checkpoint import WEIGHTS, load_holdout, load_model
+from kenning.embeddings.model import create_model
 from kenning.embeddings.train import split_holdout
 from kenning.errors import KenningError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _table(counts: dict[str, int], unlabelled: int = 0) -> pd.DataFrame:
@@ -58,3 +67,122 @@ def test_tampered_weights_are_detected(trained_model: Path, tmp_path: Path) -> N
     torch.save(state, copy / WEIGHTS)
     with pytest.raises(KenningError, match="does not match its manifest"):
         load_model(copy)
+
+
+# --- train-embed from the CLI: every loss, both modes, checkpoints, best epoch, resume after kill ---
+
+SMALL = [
+    "--set", "model.image_size=64",
+    "--set", "model.embedding_dim=64",
+    "--set", "train.classes_per_batch=4",
+    "--set", "train.images_per_class=2",
+    "--set", "train.holdout_fraction=0.3",
+    "--quiet",
+]  # fmt: skip
+
+
+def _train_args(demo_dir: Path, cache: Path, *extra: str) -> list[str]:
+    return ["train-embed", "--data", str(demo_dir), *SMALL, "--set", f"train.cache_dir={cache}", *extra]
+
+
+def _kenning(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    "loss,extra",
+    [
+        ("arcface", []),
+        ("subcenter_arcface", ["--set", "loss.dynamic_margin=true"]),
+        ("triplet", ["--set", "loss.miner=batch_hard"]),
+        ("triplet", ["--set", "loss.miner=multi_similarity"]),
+        ("contrastive", ["--set", "loss.miner=none"]),
+        ("arcface+triplet:0.5", []),
+    ],
+)
+def test_each_loss_trains_frozen_from_the_cli_and_its_loss_falls(
+    demo_dir: Path, feature_cache: Path, tmp_path: Path, loss: str, extra: list[str]
+) -> None:
+    out = tmp_path / "model"
+    args = _train_args(demo_dir, feature_cache, "--out", str(out), "--mode", "frozen", "--loss", loss, "--epochs", "12")
+    done = _kenning(*args, "--set", "train.head_lr=3e-3", *extra)
+    assert done.returncode == 0, done.stderr
+    log = json.loads((out / "train_log.json").read_text())
+    losses = log["epoch_losses"]
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    model, manifest = load_model(out)  # the same model directory as fine-tuning writes
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 64)
+    assert manifest.config["loss"]["name"] == loss and manifest.config["train"]["mode"] == "frozen"
+
+
+def test_finetune_trains_backbone_and_keeps_the_best_epoch(demo_dir: Path, feature_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    args = _train_args(demo_dir, feature_cache, "--out", str(out), "--loss", "subcenter_arcface+triplet:0.5")
+    done = _kenning(*args, "--epochs", "4", "--set", "loss.dynamic_margin=true")
+    assert done.returncode == 0, done.stderr
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["epoch_losses"][-1] < log["epoch_losses"][0]
+    history = log["history"]
+    assert all({"recall@1", "map@5", "map@r"} <= row.keys() for row in history)
+    scores = [row["map@5"] for row in history]
+    assert log["best_epoch"] == 1 + int(np.argmax(scores))  # the first epoch with the highest MAP@5
+    assert f"best epoch {log['best_epoch']}" in done.stdout
+
+    model, _ = load_model(out)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == log["best_epoch"]
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["model"][key]), key
+    untouched = create_model(model_config_of(out))
+    assert not torch.equal(untouched.backbone.conv_stem.weight, model.backbone.conv_stem.weight)  # backbone trained
+
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert saved["epoch"] == log["best_epoch"] and torch.equal(
+        saved["loss"]["losses.subcenter_arcface.W"], best["loss"]["losses.subcenter_arcface.W"]
+    )  # the loss's class centres are saved with the model
+
+    with Image.open(out / "training_curves.png") as png:
+        assert png.format == "PNG" and png.size == (1000, 400)
+        assert np.asarray(png.convert("L")).std() > 10  # drawn, not blank
+
+
+def model_config_of(model_dir: Path):
+    from kenning.config import ModelConfig
+
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    return ModelConfig(backbone=manifest["backbone"], embedding_dim=manifest["head_dim"], image_size=64)
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
+    demo_dir: Path, feature_cache: Path, tmp_path: Path
+) -> None:
+    args = _train_args(demo_dir, feature_cache, "--mode", "frozen", "--loss", "arcface+triplet:0.5", "--epochs", "30")
+    reference = _kenning(*args, "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args, "--out", str(killed)])
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (killed / "manifest.json").exists()  # killed mid-run, not after it finished
+    stopped_at = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= stopped_at < 30
+
+    again = _kenning(*args, "--out", str(killed))
+    assert again.returncode == 2 and "unfinished run" in again.stderr and "--resume" in again.stderr
+    changed = _kenning(*args[:-1], "31", "--out", str(killed), "--resume")
+    assert changed.returncode == 2 and "train.epochs" in changed.stderr
+
+    resumed = _kenning(*args, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    log = json.loads((killed / "train_log.json").read_text())
+    assert log["resumed_from"] >= stopped_at and len(log["history"]) == 30
+    ref_manifest = json.loads((tmp_path / "reference" / "manifest.json").read_text())
+    assert json.loads((killed / "manifest.json").read_text())["fingerprint"] == ref_manifest["fingerprint"]
+    assert log["epoch_losses"] == json.loads((tmp_path / "reference" / "train_log.json").read_text())["epoch_losses"]

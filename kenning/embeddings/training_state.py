@@ -1,0 +1,72 @@
+"""Everything a killed training run needs to continue exactly: weights, optimiser, schedule, RNGs."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kenning.atomic import atomic_save
+from kenning.errors import KenningError
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+# keys that change where or how fast a run goes, never what it computes
+RESUMABLE_DIFFERENCES = {"train.device", "train.num_workers", "train.cache_dir"}
+
+
+def capture_rng() -> dict[str, Any]:
+    """The three generators training draws from: torch (augmentations, views), numpy (the
+    P x K sampler), Python's random (timm's crops); numpy's state is stored as tensors so the
+    checkpoint loads with torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_state(out: str | Path, name: str, state: dict[str, Any]) -> None:
+    atomic_save(Path(out) / CHECKPOINTS / name, lambda p: torch.save(state, p))
+
+
+def load_state(out: str | Path, name: str) -> dict[str, Any] | None:
+    path = Path(out) / CHECKPOINTS / name
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file surfaces as many exception types
+        raise KenningError(f"cannot read training checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two Config.to_dict() trees, minus the harmless ones."""
+
+    def flat(tree: dict[str, Any]) -> dict[str, Any]:
+        return {f"{name}.{key}": value for name, section in tree.items() for key, value in section.items()}
+
+    before, after = flat(saved), flat(current)
+    return sorted(k for k in (before.keys() | after.keys()) - RESUMABLE_DIFFERENCES if before.get(k) != after.get(k))
