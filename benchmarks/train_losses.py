@@ -34,7 +34,7 @@ COLUMNS = ["setting", "mode", "epochs", "best_epoch", "recall@1", "recall@5", "m
 
 def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> dict:
     """Train (or not, for the untrained rows), embed the evaluation split, score it leave-one-out."""
-    from kenning.config import load_config
+    from kenning.config import load_config, parse_assignment
     from kenning.data.readers import read_dataset, select_split
     from kenning.data.transforms import eval_transform
     from kenning.embeddings.checkpoint import load_model
@@ -63,9 +63,10 @@ def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> 
             "train.epochs": epochs,
             "train.cache_dir": str(args.work / "feature-cache"),
             **LOSSES[setting],
+            **dict(parse_assignment(a) for a in args.set),
         }
         cfg = load_config(None, overrides)
-        out = args.work / dataset / f"{setting}-{mode}"
+        out = args.work / dataset / args.tag / f"{setting}-{mode}"
         result = train_embedding(cfg, select_split(table, "train"), out, resume=True)
         model, manifest = load_model(out)
         model.to(device)
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--frozen-epochs", type=int, default=40)
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--modes", default="frozen,finetune")
+    parser.add_argument("--set", action="append", default=[], help="config override for every trained row, k=v")
+    parser.add_argument("--tag", default="", help="suffix of the results files (for runs with --set)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-losses")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # "setting:mode": run one setting in this process
     args = parser.parse_args()
@@ -99,11 +102,11 @@ def main() -> None:
         print(json.dumps(run_one(args.dataset, setting, mode, args)))
         return
 
-    stem = f"train_losses_{args.dataset}_s{args.image_size}"
+    stem = f"train_losses_{args.dataset}_s{args.image_size}{'_' + args.tag if args.tag else ''}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     store = RESULTS / f"{stem}.json"
     rows: list[dict] = json.loads(store.read_text())["rows"] if store.is_file() else []
-    plan = [("untrained", "-"), ("untrained_flip", "-")]
+    plan = [] if args.tag else [("untrained", "-"), ("untrained_flip", "-")]
     plan += [(s, m) for m in args.modes.split(",") for s in LOSSES]
     for setting, mode in plan:
         if any(r["setting"] == setting and r["mode"] == mode for r in rows):
@@ -115,6 +118,8 @@ def main() -> None:
             f"--frozen-epochs={args.frozen_epochs}",
             f"--finetune-epochs={args.finetune_epochs}",
             f"--work={args.work}",
+            f"--tag={args.tag}",
+            *(f"--set={a}" for a in args.set),
         ]
         done = subprocess.run(
             [sys.executable, __file__, *forwarded, f"--one={setting}:{mode}"], stdout=subprocess.PIPE, text=True
@@ -142,7 +147,10 @@ def write_markdown(args: argparse.Namespace, rows: list[dict], path: Path) -> No
         "the cache was cold. peak_gib: peak RSS of the setting's own process.",
         "",
         f"Reproduce: `python benchmarks/train_losses.py --dataset {args.dataset} --image-size {args.image_size} "
-        f"--frozen-epochs {args.frozen_epochs} --finetune-epochs {args.finetune_epochs}`",
+        f"--frozen-epochs {args.frozen_epochs} --finetune-epochs {args.finetune_epochs} --modes {args.modes}"
+        + "".join(f" --set {a}" for a in args.set)
+        + (f" --tag {args.tag}" if args.tag else "")
+        + "`",
     ]
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
