@@ -39,7 +39,7 @@ def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> 
     from kenning.data.transforms import eval_transform
     from kenning.embeddings.checkpoint import load_model
     from kenning.embeddings.device import select_device
-    from kenning.embeddings.inference import embed_paths
+    from kenning.embeddings.inference import embed_paths, manifest_transform
     from kenning.embeddings.model import create_model, data_config
     from kenning.embeddings.train import train_embedding
     from kenning.eval.retrieval import leave_one_out
@@ -70,7 +70,7 @@ def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> 
         result = train_embedding(cfg, select_split(table, "train"), out, resume=True)
         model, manifest = load_model(out)
         model.to(device)
-        transform = eval_transform(manifest.image_size, tuple(manifest.mean), tuple(manifest.std))
+        transform = manifest_transform(manifest)
         row.update(
             epochs=epochs,
             best_epoch=result.best_epoch,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
 from kenning.atomic import atomic_save, atomic_write_json
 from kenning.config import ModelConfig
@@ -38,7 +39,8 @@ class ModelManifest:
     format: str = FORMAT
 
 
-def fingerprint(model: EmbeddingNet) -> str:
+def fingerprint(model: nn.Module) -> str:
+    """Hash of a module's weights (the whole model, or a part such as its backbone)."""
     digest = hashlib.sha256()
     for key, tensor in model.state_dict().items():
         digest.update(key.encode())

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from kenning.atomic import atomic_save
 from kenning.data.images import ImageDataset, collate_skipping_bad
+from kenning.embeddings.checkpoint import fingerprint
 from kenning.embeddings.model import EmbeddingNet
 
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -28,9 +29,7 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 def cache_key(model: EmbeddingNet, paths: Sequence[str], settings: dict) -> str:
     digest = hashlib.sha256(repr(sorted(settings.items())).encode())
-    for name, tensor in [*model.backbone.state_dict().items(), *model.pool.state_dict().items()]:
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(f"{fingerprint(model.backbone)}|{fingerprint(model.pool)}".encode())
     for path in paths:
         stat = Path(path).stat() if Path(path).is_file() else None
         digest.update(f"{path}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}".encode())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,16 @@ class TrainResult:
     skipped_images: int
     seconds: float
     resumed_from: int = 0  # epochs already done when this call started
-    validation: dict[str, float] = field(default_factory=dict)  # the best epoch's figures
 
     @property
     def epoch_losses(self) -> list[float]:
         return [row["loss"] for row in self.history]
+
+    @property
+    def validation(self) -> dict[str, float]:
+        """The best epoch's figures on the held-out identities (empty without them)."""
+        best = next((row for row in self.history if row["epoch"] == self.best_epoch), {})
+        return {k: v for k, v in best.items() if k not in ("epoch", "loss", "seconds")}
 
 
 def split_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -228,7 +233,6 @@ def train_embedding(
         extra_state={"loss": loss_fn.state_dict(), "epoch": fit.best_epoch},
         config=cfg.to_dict(),
     )
-    best_row = next((row for row in fit.history if row["epoch"] == fit.best_epoch), {})
     result = TrainResult(
         manifest=manifest,
         history=fit.history,
@@ -238,7 +242,6 @@ def train_embedding(
         skipped_images=int((~source.train_ok).sum()) + len(fit.bad),
         seconds=time.perf_counter() - start,
         resumed_from=resumed_from,
-        validation={k: v for k, v in best_row.items() if k not in ("epoch", "loss", "seconds")},
     )
     atomic_write_json(
         out / "train_log.json",
@@ -336,8 +339,6 @@ class _Fit:
         return int(last["epoch"])
 
     def run(self, out: Path, first_epoch: int) -> None:
-        if first_epoch == 0:
-            ts.seed_everything(self.cfg.train.seed)  # the same draws whether or not the cache was computed now
         epochs = self.cfg.train.epochs
         for epoch in range(first_epoch + 1, epochs + 1):
             t0 = time.perf_counter()

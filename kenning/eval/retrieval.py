@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import faiss
 import numpy as np
 import pandas as pd
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from kenning.eval.metrics import map_at_k, recall_at_k
+from kenning.index.backend import FaissIndex
 from kenning.index.voting import rank_labels
 
 
@@ -35,15 +35,10 @@ def leave_one_out(vectors: np.ndarray, labels: Sequence[str], k: int = 10, power
             "precision@1": float("nan"),
             "map@r": float("nan"),
         }
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    depth = min(max(k, 5) + 1, n)
-    sims, ids = index.search(vectors[has_match], depth)
+    index = FaissIndex(vectors.shape[1])
+    index.add(vectors, np.arange(n))
     rows = np.flatnonzero(has_match)
-    own = ids == rows[:, None]
-    # drop each query's own entry (wherever ties put it), keep depth - 1 neighbours
-    keep = np.argsort(own, axis=1, kind="stable")[:, : depth - 1]
-    sims, ids = np.take_along_axis(sims, keep, axis=1), np.take_along_axis(ids, keep, axis=1)
+    sims, ids = index.search(vectors[rows], min(max(k, 5), n - 1), exclude=rows)
     neighbour_labels = labels[ids]
     actual = labels[has_match]
     voted = [rank_labels(s[:k], lab[:k], power).labels[:5] for s, lab in zip(sims, neighbour_labels, strict=True)]

@@ -24,8 +24,19 @@ class FaissIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, ids), each (n, k); missing neighbours have id -1 and similarity -inf."""
+    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, ids), each (n, k); missing neighbours have id -1 and similarity -inf.
+
+        `exclude[i]` is an id query i must not match (itself, leave-one-out), or -1.
+        """
+        if exclude is not None:
+            sims, ids = self.search(queries, k + 1)
+            drop = ids == exclude[:, None]
+            keep = np.where(drop.any(axis=1, keepdims=True), ~drop, np.arange(ids.shape[1]) < k)
+            sims = np.where(keep, sims, -np.inf)
+            ids = np.where(keep, ids, -1)
+            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         sims, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         sims[ids < 0] = -np.inf

@@ -91,15 +91,7 @@ class GalleryIndex:
 
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (similarities, ids); `exclude[i]` is an id query i must not match (itself), or -1."""
-        if exclude is None:
-            return self.backend.search(queries, k)
-        sims, ids = self.backend.search(queries, k + 1)
-        drop = ids == exclude[:, None]
-        keep = np.where(drop.any(axis=1, keepdims=True), ~drop, np.arange(ids.shape[1]) < k)
-        sims = np.where(keep, sims, -np.inf)
-        ids = np.where(keep, ids, -1)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+        return self.backend.search(queries, k, exclude)
 
     def labels_of(self, ids: np.ndarray) -> np.ndarray:
         rows = self._row_of.get_indexer(ids.ravel())
