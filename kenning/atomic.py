@@ -43,6 +43,16 @@ def atomic_write_json(target: str | Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_save_array(target: str | Path, array: Any) -> None:
+    import numpy as np
+
+    def write(path: Path) -> None:
+        with open(path, "wb") as fh:  # np.save(path) would append ".npy" to the temporary name
+            np.save(fh, array, allow_pickle=False)
+
+    atomic_save(target, write)
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -117,41 +117,78 @@ def train_embed(
 
 @app.command("build-index")
 def build_index_cmd(
-    model: Annotated[Path, typer.Option(help="Model directory from train-embed.")],
-    data: Annotated[Path, typer.Option(help="Gallery dataset folder.")],
-    out: Annotated[Path, typer.Option(help="Index directory to write.")],
+    out: Annotated[Path, typer.Option(help="Index directory to write (or, with --compact, to compact).")],
+    model: Annotated[Path | None, typer.Option(help="Model directory from train-embed.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Gallery dataset folder.")] = None,
     config: ConfigOpt = None,
     split: SplitOpt = "all",
+    backend: Annotated[str | None, typer.Option(help="index.backend: faiss (GPU when present) or annoy")] = None,
+    index_type: Annotated[
+        str | None,
+        typer.Option(
+            help="index.index_type: auto (by size), any FAISS factory string (HNSW32, IVF1024,PQ64,RFlat) "
+            "or annoy trees=N"
+        ),
+    ] = None,
+    search_params: Annotated[
+        str | None, typer.Option(help="index.search_params: auto, nprobe=32, efSearch=128, search_k=20000")
+    ] = None,
     threshold: Annotated[
         float | None,
         typer.Option(help="index.threshold: similarity below which the answer is unknown (default: calibrate)"),
     ] = None,
     k: Annotated[int | None, typer.Option(help="index.k: neighbours that vote")] = None,
+    power: Annotated[float | None, typer.Option(help="index.power: vote weight = similarity ** power")] = None,
     flip_tta: Annotated[
         bool | None, typer.Option("--flip-tta/--no-flip-tta", help="index.flip_tta: average with the mirrored image")
     ] = None,
     unknown_label: Annotated[str | None, typer.Option(help="index.unknown_label, e.g. new_whale")] = None,
+    compact: Annotated[
+        bool, typer.Option("--compact", help="Fold enrolments into the bulk index and drop forgotten images.")
+    ] = False,
     sets: SetOpt = None,
 ) -> None:
-    """Embed a gallery into a FAISS index with labels beside it, and calibrate the unknown threshold."""
+    """Embed a gallery into a FAISS or Annoy index with labels beside it, and calibrate the unknown threshold."""
+    if compact:
+        from kenning.index.store import compact as compact_index
+
+        index = compact_index(out, progress=True)
+        typer.echo(f"compacted {out}: {len(index)} images in one {index.manifest.index_type} index")
+        return
+    if model is None or data is None:
+        raise KenningError("build-index needs --model and --data (or --compact with an existing --out)")
     from kenning.data.readers import read_dataset, select_split
     from kenning.recognizer import build_index
 
     cfg = _config(
         config,
         sets,
-        {"index.threshold": threshold, "index.k": k, "index.flip_tta": flip_tta, "index.unknown_label": unknown_label},
+        {
+            "index.threshold": threshold,
+            "index.k": k,
+            "index.power": power,
+            "index.flip_tta": flip_tta,
+            "index.unknown_label": unknown_label,
+            "index.backend": backend,
+            "index.index_type": index_type,
+            "index.search_params": search_params,
+        },
     )
     gallery = select_split(read_dataset(data), split)
     index, calibration = build_index(model, gallery, cfg.index, out)
-    typer.echo(f"indexed {len(index)} images of {index.table['label'].nunique()} identities into {out}")
+    m = index.manifest
+    params = f", {m.search_params}" if m.search_params else ""
+    typer.echo(
+        f"indexed {len(index)} images of {index.table['label'].nunique()} identities into {out} "
+        f"({m.backend} {m.index_type}{params})"
+    )
     if calibration is not None:
         typer.echo(
             f"unknown threshold {calibration.threshold:.4f} (calibrated: MAP@5 {calibration.map5:.4f} on "
             f"{calibration.queries} held-out queries, {calibration.unknown_queries} of them new)"
         )
-    elif index.manifest.threshold is not None:
-        typer.echo(f"unknown threshold {index.manifest.threshold:.4f} (given)")
+    elif m.threshold is not None:
+        typer.echo(f"unknown threshold {m.threshold:.4f} (given)")
     else:
         typer.echo(
             "warning: the model has no held-out identities to calibrate on, so unknown is never "
@@ -162,15 +199,48 @@ def build_index_cmd(
 
 @app.command()
 def query(
-    images: Annotated[list[Path], typer.Argument(help="Image file(s) to recognise.")],
     index: Annotated[Path, typer.Option(help="Index directory.")],
+    images: Annotated[list[Path] | None, typer.Argument(help="Image file(s) to recognise.")] = None,
     model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(help="Folder of images, or CSV with an image/Image/path/id column: write a submission."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Submission format for --batch: whale (Image,Id) or landmark (id,landmarks)")
+    ] = "whale",
+    out: Annotated[Path, typer.Option(help="Submission CSV to write with --batch.")] = Path("submission.csv"),
+    k: Annotated[int | None, typer.Option(help="Neighbours that vote (default: the index's).")] = None,
+    power: Annotated[
+        float | None, typer.Option(help="Vote weight = similarity ** power (default: the index's).")
+    ] = None,
+    search_params: Annotated[
+        str | None, typer.Option(help="Search parameters for this run, e.g. nprobe=64 (default: the index's).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Top-5 labels per image by k-nearest-neighbour voting, with confidences; unknown when too far."""
     from kenning.recognizer import Recognizer
 
-    recognizer = Recognizer.open(index, model, progress=False)
+    if bool(images) == (batch is not None):
+        raise KenningError("give image files or --batch DIR_OR_CSV, not both or neither")
+    if fmt not in ("whale", "landmark"):
+        raise KenningError(f"--format must be whale or landmark, not {fmt!r}")
+    recognizer = Recognizer.open(index, model, progress=batch is not None)
+    recognizer.configure(k=k, power=power, search_params=search_params)
+    if batch is not None:
+        from kenning.data.readers import read_query_list
+        from kenning.eval.submission import write_submission
+
+        listing = read_query_list(batch)
+        answers = recognizer.query(listing["path"].tolist())
+        failed = write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)
+        for line in failed:
+            typer.echo(f"error: {line}", err=True)
+        typer.echo(f"wrote {out}: {len(listing)} rows ({fmt} format), {len(failed)} unreadable")
+        if failed:
+            raise typer.Exit(2)
+        return
     answers = recognizer.query([str(p) for p in images])
     threshold = recognizer.index.manifest.threshold
     failed = 0
@@ -215,14 +285,29 @@ def enroll(
     label: Annotated[str, typer.Option(help="Name of the identity.")],
     model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
 ) -> None:
-    """Add an identity from one or a few photos, without retraining; it is queryable at once."""
-    from kenning.recognizer import Recognizer
+    """Add an identity from one or a few photos, without retraining or rebuilding; it is queryable at once."""
+    from kenning.recognizer import enroll_images
 
-    recognizer = Recognizer.open(index, model, progress=False)
-    added = recognizer.enroll([str(p) for p in images], label)
-    typer.echo(f"enrolled {added} image(s) as '{label}'; the index now holds {len(recognizer.index)} images")
+    added, total = enroll_images(index, [str(p) for p in images], label, model)
+    typer.echo(f"enrolled {added} image(s) as '{label}'; the index now holds {total} images")
     if added < len(images):
         raise typer.Exit(2)
+
+
+@app.command()
+def forget(
+    index: Annotated[Path, typer.Option(help="Index directory.")],
+    label: Annotated[list[str] | None, typer.Option(help="Identity to remove (repeatable).")] = None,
+    image_id: Annotated[list[str] | None, typer.Option("--id", help="Image id to remove (repeatable).")] = None,
+) -> None:
+    """Remove identities or single images from an index; queries stop returning them at once."""
+    from kenning.index.store import forget as forget_images
+    from kenning.index.store import read_index_manifest
+
+    if not label and not image_id:
+        raise KenningError("forget needs --label NAME or --id IMAGE_ID")
+    removed = forget_images(index, label or [], image_id or [])
+    typer.echo(f"removed {removed} image(s); the index now holds {read_index_manifest(index).count} images")
 
 
 @app.command("eval")

@@ -73,6 +73,9 @@ class IndexConfig:
     unknown_label: str = "unknown"
     flip_tta: bool = False
     batch_size: int = 32
+    backend: str = "faiss"  # faiss (GPU when faiss-gpu sees one) or annoy
+    index_type: str = "auto"  # FAISS factory string (Flat, IVF1024,Flat, HNSW32, IVF1024,PQ64,RFlat) or annoy trees=N
+    search_params: str = "auto"  # FAISS ParameterSpace string (nprobe=32, efSearch=128) or annoy search_k=N
 
 
 # Keys whose value is one of a few words: a typo fails when the config loads, not mid-training.
@@ -81,6 +84,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.small_classes": ("repeat", "drop"),
     "train.select_by": ("map@5", "recall@1", "map@r"),
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
+    "index.backend": ("faiss", "annoy"),
 }
 
 

@@ -21,7 +21,8 @@ from kenning.embeddings.inference import Embedded, embed_paths, manifest_transfo
 from kenning.embeddings.model import EmbeddingNet
 from kenning.errors import KenningError
 from kenning.eval.calibration import Calibration, calibrate_threshold
-from kenning.index.backend import FaissIndex
+from kenning.index import store
+from kenning.index.faiss_index import FaissIndex
 from kenning.index.store import GalleryIndex
 from kenning.index.voting import Prediction, RankedLabels, place_unknown, rank_labels
 
@@ -57,6 +58,17 @@ class Recognizer:
         index = GalleryIndex.load(index_dir)
         model, manifest = load_model(model_dir or index.manifest.model_dir)
         return cls(model, manifest, index, Path(index_dir), progress=progress)
+
+    def configure(self, k: int | None = None, power: float | None = None, search_params: str | None = None) -> None:
+        """Voting and search settings for this session only; the saved index keeps its own."""
+        if k is not None:
+            if k < 1:
+                raise KenningError(f"k must be at least 1, not {k}")
+            self.index.manifest.k = k
+        if power is not None:
+            self.index.manifest.power = power
+        if search_params is not None:
+            self.index.set_search_params(search_params)
 
     @property
     def unknown_label(self) -> str:
@@ -99,53 +111,86 @@ class Recognizer:
         return [next(predictions) if ok else next(errors) for ok in embedded.ok]
 
     def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> int:
-        """Add photos of `label` to the index and save it; no retraining. Returns how many were added."""
-        if not label.strip():
-            raise KenningError("enroll needs a non-empty --label")
-        if label == self.unknown_label:
-            raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
-        embedded = self.embed(paths)
-        if not embedded.ok.any():
-            raise KenningError("none of the images could be read; nothing was enrolled")
-        kept = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
-        ids = [str(i) for i, ok in zip(image_ids or [Path(p).name for p in paths], embedded.ok, strict=True) if ok]
-        self.index.add(embedded.vectors, ids, [label] * len(kept), [str(Path(p).resolve()) for p in kept])
-        if self.index_dir is not None:
-            self.index.save(self.index_dir)
-        return len(kept)
+        """Add photos of `label` to the saved index (its side index: no rebuild, no retraining); the
+        new identity answers queries at once. Returns how many photos were added."""
+        if self.index_dir is None:
+            raise KenningError("enroll needs an index saved in a directory")
+        _check_label(label, self.unknown_label)
+        added = _enroll_embedded(self.index_dir, self.embed(paths), paths, label, image_ids)
+        self.index.refresh(self.index_dir)
+        return added
+
+
+def enroll_images(
+    index_dir: str | Path,
+    paths: Sequence[str],
+    label: str,
+    model_dir: str | Path | None = None,
+    image_ids: Sequence[str] | None = None,
+) -> tuple[int, int]:
+    """`enroll` without loading the gallery vectors (gigabytes at a million images): only the model
+    and the manifest. Returns (photos added, images now in the index)."""
+    manifest = store.read_index_manifest(Path(index_dir))
+    _check_label(label, manifest.unknown_label)
+    model, model_manifest = load_model(model_dir or manifest.model_dir)
+    store.check_model(manifest, model_manifest)
+    embedded = embed_paths(
+        model.to(select_device()), paths, manifest_transform(model_manifest), flip_tta=manifest.flip_tta, progress=False
+    )
+    added = _enroll_embedded(Path(index_dir), embedded, paths, label, image_ids)
+    return added, store.read_index_manifest(Path(index_dir)).count
+
+
+def _check_label(label: str, unknown_label: str) -> None:
+    if not label.strip():
+        raise KenningError("enroll needs a non-empty --label")
+    if label == unknown_label:
+        raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
+
+
+def _enroll_embedded(
+    index_dir: Path, embedded: Embedded, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
+) -> int:
+    if not embedded.ok.any():
+        raise KenningError("none of the images could be read; nothing was enrolled")
+    kept = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
+    ids = [str(i) for i, ok in zip(image_ids or [Path(p).name for p in paths], embedded.ok, strict=True) if ok]
+    store.enroll(index_dir, embedded.vectors, ids, [label] * len(kept), [str(Path(p).resolve()) for p in kept])
+    return len(kept)
 
 
 def build_index(
     model_dir: str | Path, gallery: pd.DataFrame, cfg: IndexConfig, out: str | Path, progress: bool = True
 ) -> tuple[GalleryIndex, Calibration | None]:
-    """Embed the labelled gallery images, calibrate the unknown threshold, save to `out`."""
+    """Embed the labelled gallery images, index them (type chosen by size unless given), calibrate
+    the unknown threshold, save to `out`."""
     model, manifest = load_model(model_dir)
     gallery = gallery[gallery["label"] != UNLABELLED]
     if gallery.empty:
         raise KenningError("the gallery has no labelled images to index")
-    index = GalleryIndex.new(manifest, model_dir, cfg.unknown_label, cfg.k, cfg.power, cfg.flip_tta)
+    index = GalleryIndex.new(manifest, model_dir, cfg, size=len(gallery))
     recognizer = Recognizer(model, manifest, index, batch_size=cfg.batch_size, progress=progress)
     embedded = recognizer.embed(gallery["path"].tolist())
     rows = gallery[embedded.ok]
-    index.add(embedded.vectors, rows["image_id"].tolist(), rows["label"].tolist(), rows["path"].tolist())
+    index.add(
+        embedded.vectors, rows["image_id"].tolist(), rows["label"].tolist(), rows["path"].tolist(), progress=progress
+    )
+    index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
     calibration = None
-    if cfg.threshold is not None:
-        index.manifest.threshold = cfg.threshold
-    else:
+    if cfg.threshold is None:
         holdout = load_holdout(model_dir)
         if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
             holdout = holdout[~holdout["label"].isin(set(index.table["label"]))]
             holdout = holdout[~holdout["image_id"].isin(set(index.table["image_id"]))]
         if holdout is not None and not holdout.empty:  # else no threshold: unknown is never answered
             calibration = calibrate_on_holdout(recognizer, holdout)
-            index.manifest.threshold = calibration.threshold
-            index.manifest.calibration = {
+            details = {
                 "map5": calibration.map5,
                 "queries": calibration.queries,
                 "unknown_queries": calibration.unknown_queries,
                 "curve": calibration.curve,
             }
-    index.save(out)
+            index.manifest = store.set_threshold(out, calibration.threshold, details)
     return index, calibration
 
 
@@ -171,7 +216,7 @@ def calibrate_on_holdout(recognizer: Recognizer, holdout: pd.DataFrame) -> Calib
     enrolled_labels = enrolled["label"].to_numpy(dtype=object)[emb_enrolled.ok].astype(str)
     k = recognizer.index.manifest.k
     main = recognizer.neighbours(emb_queries.vectors, k)
-    side = FaissIndex(recognizer.index.manifest.embedding_dim)
+    side = FaissIndex.create(recognizer.index.manifest.embedding_dim, "Flat")
     side.add(emb_enrolled.vectors, np.arange(len(emb_enrolled.vectors)))
     side_sims, side_ids = side.search(emb_queries.vectors, k)
     side_labels = (

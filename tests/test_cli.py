@@ -152,3 +152,49 @@ def test_entry_point_and_usage_errors() -> None:
     assert done.returncode == 0 and "train-embed" in done.stdout
     done = kenning("query")
     assert done.returncode == 2
+
+
+def test_catalogue_with_annoy_enroll_forget_compact_batch(trained_model: Path, demo_dir: Path, tmp_path: Path) -> None:
+    index = tmp_path / "annoy-index"
+    done = kenning(
+        "build-index", "--model", trained_model, "--data", demo_dir, "--split", "test", "--out", index,
+        "--backend", "annoy", "--index-type", "trees=10", "--search-params", "search_k=100000", "--k", "5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "annoy trees=10, search_k=100000" in done.stdout and any(index.glob("base-*.ann"))
+
+    photo = demo_dir / "enroll" / "new_landmark_0.jpg"
+    done = kenning("enroll", photo, "--index", index, "--label", "brand_new")
+    assert done.returncode == 0, done.stderr
+
+    def top(image: Path) -> str:
+        done = kenning("query", image, "--index", index, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)[0]["predictions"][0]["label"]
+
+    assert top(photo) == "brand_new"  # answered from the side index, the trees untouched
+    gallery_image = next((demo_dir / "images" / "test").glob("landmark_*/0.jpg"))
+    owner = gallery_image.parent.name
+    assert top(gallery_image) == owner
+
+    done = kenning("forget", "--index", index, "--label", owner)
+    assert done.returncode == 0 and "removed" in done.stdout, done.stderr
+    assert top(gallery_image) != owner
+    done = kenning("forget", "--index", index, "--label", owner)
+    assert done.returncode == 2 and "nothing to forget" in done.stderr
+
+    done = kenning("build-index", "--compact", "--out", index)
+    assert done.returncode == 0 and "compacted" in done.stdout, done.stderr
+    assert top(photo) == "brand_new" and top(gallery_image) != owner
+
+    queries = demo_dir / "enroll"
+    done = kenning("query", "--index", index, "--batch", queries, "--format", "whale", "--out", tmp_path / "w.csv")
+    assert done.returncode == 0, done.stderr
+    whale = (tmp_path / "w.csv").read_text().splitlines()
+    assert whale[0] == "Image,Id" and len(whale) == 1 + len(list(queries.glob("*.jpg")))
+    assert whale[1].split(",")[0] == "new_landmark_0.jpg" and len(whale[1].split(",")[1].split()) == 5
+    assert whale[1].split(",")[1].split()[0] == "brand_new"
+    done = kenning("query", "--index", index, "--batch", queries, "--format", "landmark", "--out", tmp_path / "l.csv")
+    assert done.returncode == 0, done.stderr
+    landmark = (tmp_path / "l.csv").read_text().splitlines()
+    assert landmark[0] == "id,landmarks" and landmark[1].startswith("new_landmark_0,brand_new 0.")

@@ -1,7 +1,10 @@
 from pathlib import Path
 
+import pytest
+
 from kenning.data.readers import read_dataset, select_split
 from kenning.embeddings.checkpoint import load_holdout
+from kenning.index import store
 from kenning.index.store import GalleryIndex
 from kenning.recognizer import Recognizer, build_index, calibration_split
 from tests.conftest import small_config
@@ -49,3 +52,27 @@ def test_build_skips_unreadable_gallery_images_with_a_warning(
     err = capsys.readouterr().err
     assert err.count("warning: skipped") == 1 and "broken.jpg" in err
     assert "1 of " in err and "could not be read and were skipped" in err
+
+
+def test_warm_queries_read_nothing_from_the_index_again(
+    built_index: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import torch
+
+    recognizer = Recognizer.open(built_index, progress=False)
+    image = next((demo_dir / "images" / "test").glob("landmark_*/0.jpg"))
+    first = recognizer.query([str(image)])[0]
+
+    def no_io(*args, **kwargs):
+        raise AssertionError("index or model read again")
+
+    for module, name in [(faiss, "read_index"), (pq, "read_table"), (pd, "read_parquet"), (torch, "load")]:
+        monkeypatch.setattr(module, name, no_io)
+    monkeypatch.setattr(store, "read_index_manifest", no_io)
+    for _ in range(3):
+        again = recognizer.query([str(image)])[0]
+        assert again.labels == first.labels
+    assert recognizer.query([str(image)] * 4)[3].labels == first.labels  # a batch reuses them too

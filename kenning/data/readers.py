@@ -86,6 +86,30 @@ def read_folders(root: Path) -> pd.DataFrame:
     return _table(pd.Series(ids), list(paths), pd.Series(labels), "train")
 
 
+QUERY_COLUMNS = ("path", "image", "Image", "id")
+
+
+def read_query_list(source: str | Path) -> pd.DataFrame:
+    """Images to answer in batch: every image under a folder, or the rows of a CSV naming them in a
+    `path`, `image` or `Image` column (relative to the CSV) or an `id` column (`<id>.jpg` beside it).
+    Returns `name` (the submission's key: file name, or the id) and `path`."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise KenningError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {source}")
+        return pd.DataFrame({"name": [p.name for p in paths], "path": [str(p) for p in paths]})
+    if not source.is_file():
+        raise KenningError(f"query list not found: {source}")
+    df = _read_csv(source)
+    column = next((c for c in QUERY_COLUMNS if c in df.columns), None)
+    if column is None:
+        raise KenningError(f"{source} has columns {list(df.columns)}; expected one of {', '.join(QUERY_COLUMNS)}")
+    names = df[column].astype(str)
+    files = names + ".jpg" if column == "id" else names
+    return pd.DataFrame({"name": names.tolist(), "path": [str(source.parent / f) for f in files]})
+
+
 def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
     """Rows of one split; None or 'all' keeps everything; 'eval' means the set's test or val split."""
     if split in (None, "all"):

@@ -39,7 +39,7 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
     vectors = np.zeros((len(queries), index.manifest.embedding_dim), dtype=np.float32)
     ok = np.ones(len(queries), dtype=bool)
     in_gallery = own_ids >= 0
-    vectors[in_gallery] = index.backend.reconstruct(own_ids[in_gallery])
+    vectors[in_gallery] = index.vectors_of(own_ids[in_gallery])
     if (~in_gallery).any():
         embedded = recognizer.embed(queries.loc[~in_gallery, "path"].tolist())
         positions = np.flatnonzero(~in_gallery)

@@ -10,7 +10,8 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from kenning.eval.metrics import map_at_k, recall_at_k
-from kenning.index.backend import FaissIndex
+from kenning.index.faiss_index import FaissIndex
+from kenning.index.topk import select_top
 from kenning.index.voting import rank_labels
 
 
@@ -35,10 +36,11 @@ def leave_one_out(vectors: np.ndarray, labels: Sequence[str], k: int = 10, power
             "precision@1": float("nan"),
             "map@r": float("nan"),
         }
-    index = FaissIndex(vectors.shape[1])
+    index = FaissIndex.create(vectors.shape[1], "Flat")
     index.add(vectors, np.arange(n))
     rows = np.flatnonzero(has_match)
-    sims, ids = index.search(vectors[rows], min(max(k, 5), n - 1), exclude=rows)
+    width = min(max(k, 5), n - 1)
+    sims, ids = select_top(*index.search(vectors[rows], width + 1), width, exclude=rows)
     neighbour_labels = labels[ids]
     actual = labels[has_match]
     voted = [rank_labels(s[:k], lab[:k], power).labels[:5] for s, lab in zip(sims, neighbour_labels, strict=True)]

@@ -1,54 +1,68 @@
-"""FAISS exact inner-product search with stable int64 ids (so entries can later be removed)."""
+"""The interface every vector backend offers, and the factory that picks one by name.
+
+A backend holds the bulk of the gallery (built once, then searched); the store (store.py) adds
+enrolments beside it and tombstones for removals, so a backend that cannot add or remove after
+building (Annoy, FAISS HNSW) still serves a catalogue that changes daily.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
-import faiss
 import numpy as np
 
-from kenning.atomic import atomic_save
+from kenning.errors import KenningError
+from kenning.index.annoy_index import AnnoyIndex
+from kenning.index.faiss_index import FaissIndex, choose_index_type
+
+BACKENDS = ("faiss", "annoy")
+SUFFIX = {"faiss": ".faiss", "annoy": ".ann"}
 
 
-class FaissIndex:
-    name = "faiss-flat-ip"
-
-    def __init__(self, dim: int, index: faiss.Index | None = None):
-        self.dim = dim
-        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+class VectorIndex(Protocol):
+    backend: str
+    dim: int
+    index_type: str
+    search_params: str
 
     @property
-    def ntotal(self) -> int:
-        return self.index.ntotal
+    def ntotal(self) -> int: ...
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+    def add(self, vectors: np.ndarray, ids: np.ndarray, progress: bool = False) -> None: ...
 
-    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, ids), each (n, k); missing neighbours have id -1 and similarity -inf.
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, ids), each (n, k), best first; id -1 and similarity -inf where none."""
+        ...
 
-        `exclude[i]` is an id query i must not match (itself, leave-one-out), or -1.
-        """
-        if exclude is not None:
-            sims, ids = self.search(queries, k + 1)
-            drop = ids == exclude[:, None]
-            keep = np.where(drop.any(axis=1, keepdims=True), ~drop, np.arange(ids.shape[1]) < k)
-            sims = np.where(keep, sims, -np.inf)
-            ids = np.where(keep, ids, -1)
-            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-            return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
-        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        sims, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        sims[ids < 0] = -np.inf
-        return sims, ids
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove `ids`; raises NotImplementedError where the structure cannot (then rebuild)."""
+        ...
 
-    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray: ...
 
-    def save(self, path: Path) -> None:
-        atomic_save(path, lambda p: faiss.write_index(self.index, str(p)))
+    def set_search_params(self, search_params: str) -> None: ...
 
-    @classmethod
-    def load(cls, path: Path) -> FaissIndex:
-        index = faiss.read_index(str(path))
-        return cls(index.d, index)
+    def save(self, path: Path, progress: bool = False) -> None:
+        """Write atomically to `path` (Annoy builds its trees there, with a progress bar when asked)."""
+        ...
+
+
+def create_index(
+    backend: str, dim: int, size: int, index_type: str = "auto", search_params: str = "auto"
+) -> VectorIndex:
+    """A new empty backend for `size` vectors; `auto` picks the index type by size and its search parameters."""
+    params = None if search_params == "auto" else search_params
+    if backend == "faiss":
+        return FaissIndex.create(dim, choose_index_type(size, dim) if index_type == "auto" else index_type, params)
+    if backend == "annoy":
+        return AnnoyIndex.create(dim, index_type, params)
+    raise KenningError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def load_index(backend: str, path: Path, dim: int, index_type: str, search_params: str) -> VectorIndex:
+    if backend == "faiss":
+        return FaissIndex.load(path, index_type, search_params)
+    if backend == "annoy":
+        return AnnoyIndex.load(path, dim, index_type, search_params)
+    raise KenningError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -65,3 +65,20 @@ def test_missing_folder_and_empty_split(tmp_path: Path) -> None:
         select_split(df, "test")
     with pytest.raises(KenningError, match="no evaluation split"):
         select_split(df, "eval")
+
+
+def test_query_list_from_folder_and_csv(tmp_path: Path) -> None:
+    from kenning.data.readers import read_query_list
+
+    (tmp_path / "q" / "sub").mkdir(parents=True)
+    for name in ("b.jpg", "sub/a.png", "notes.txt"):
+        (tmp_path / "q" / name).write_bytes(b"x")
+    listing = read_query_list(tmp_path / "q")
+    assert listing["name"].tolist() == ["b.jpg", "a.png"] and listing["path"].str.endswith(("b.jpg", "a.png")).all()
+    (tmp_path / "test.csv").write_text("id,url\nabc,http://x\n")
+    assert read_query_list(tmp_path / "test.csv").values.tolist() == [["abc", str(tmp_path / "abc.jpg")]]
+    (tmp_path / "bad.csv").write_text("file\nx.jpg\n")
+    with pytest.raises(KenningError, match="expected one of path, image, Image, id"):
+        read_query_list(tmp_path / "bad.csv")
+    with pytest.raises(KenningError, match="query list not found"):
+        read_query_list(tmp_path / "nope.csv")

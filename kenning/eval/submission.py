@@ -1,0 +1,43 @@
+"""Kaggle submission files from Kenning's answers.
+
+Humpback Whale Identification: `Image,Id`, five space-separated labels per image (the unknown
+label, e.g. new_whale, where the threshold places it). Google Landmark Recognition: `id,landmarks`
+with `label confidence` for the top answer, empty when the top answer is unknown (a non-landmark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from kenning.atomic import atomic_save
+from kenning.index.voting import Prediction
+
+FORMATS = ("whale", "landmark")
+
+
+def submission_table(
+    fmt: str, names: Sequence[str], answers: Sequence[Prediction | str], unknown_label: str
+) -> pd.DataFrame:
+    """One row per query; an image that could not be read gets the unknown answer (whale) or none."""
+    if fmt == "whale":
+        ids = [" ".join(a.labels[:5]) if isinstance(a, Prediction) else unknown_label for a in answers]
+        return pd.DataFrame({"Image": list(names), "Id": ids})
+    if fmt == "landmark":
+        cells = []
+        for a in answers:
+            top_known = isinstance(a, Prediction) and a.labels and a.labels[0] != unknown_label
+            cells.append(f"{a.labels[0]} {a.confidences[0]:.6f}" if top_known else "")
+        return pd.DataFrame({"id": [str(Path(n).stem) for n in names], "landmarks": cells})
+    raise ValueError(f"unknown submission format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def write_submission(
+    out: str | Path, fmt: str, names: Sequence[str], answers: Sequence[Prediction | str], unknown_label: str
+) -> list[str]:
+    """Write the CSV atomically; returns the error lines of queries that could not be read."""
+    table = submission_table(fmt, names, answers, unknown_label)
+    atomic_save(out, lambda p: table.to_csv(p, index=False))
+    return [a for a in answers if isinstance(a, str)]
