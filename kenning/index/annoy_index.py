@@ -51,9 +51,9 @@ class AnnoyIndex:
 
     def __init__(self, dim: int, index_type: str = "auto", search_params: str = ""):
         self.dim = dim
-        self.index_type = f"trees={parse_trees(index_type)}"
-        self.search_params = search_params
         self._trees = parse_trees(index_type)
+        self.index_type = f"trees={self._trees}"
+        self.search_params = search_params
         self._search_k = parse_search_k(search_params)
         self._pending_vectors: list[np.ndarray] = []
         self._ann: annoy.AnnoyIndex | None = None

@@ -103,10 +103,10 @@ class FaissIndex:
     def is_exact(self) -> bool:
         return self.index_type == "Flat"
 
-    def train(self, vectors: np.ndarray, seed: int = 0) -> int:
-        """Train the coarse quantizer / codebooks on a random sample; returns the sample size."""
+    def train(self, vectors: np.ndarray, seed: int = 0) -> None:
+        """Train the coarse quantizer / codebooks on a random sample."""
         if self.index.is_trained:
-            return 0
+            return
         nlist = _parse_nlist(self.index_type)
         if len(vectors) < 39 * nlist:  # FAISS's own minimum of training points per list
             raise KenningError(
@@ -120,7 +120,6 @@ class FaissIndex:
         target.train(sample)
         if target is not self.index:
             self.index = faiss.index_gpu_to_cpu(target)
-        return size
 
     def add(self, vectors: np.ndarray, ids: np.ndarray, progress: bool = False) -> None:
         """Add in chunks (trains first when the index type needs it), with a progress bar when asked."""

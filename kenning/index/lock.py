@@ -20,7 +20,7 @@ LOCK_FILE = "index.lock"
 
 @contextmanager
 def index_lock(directory: Path, timeout_s: float = 600.0) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Hold the lock of an existing `directory` (creating it is the caller's choice: only a build does)."""
     with open(directory / LOCK_FILE, "a+") as fh:
         deadline = time.monotonic() + timeout_s
         while True:

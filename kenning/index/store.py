@@ -19,6 +19,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -193,6 +194,7 @@ class GalleryIndex:
     def save(self, directory: str | Path, progress: bool = False) -> None:
         """Write everything as a new generation (after building); enrolments and removals are kept."""
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         with index_lock(directory):
             self._save_locked(directory, progress)
 
@@ -251,9 +253,7 @@ class GalleryIndex:
             base_table = pd.read_parquet(directory / manifest.base_table)
             delta = _read_delta(directory, manifest)
             removed = _read_array(directory / manifest.removed_file)
-        except FileNotFoundError:
-            raise
-        except KenningError:
+        except (FileNotFoundError, KenningError):  # missing files: retried by load; ours: already one line
             raise
         except Exception as exc:  # faiss raises RuntimeError, pyarrow and numpy their own types
             raise KenningError(f"index {directory} is damaged: {first_line(exc)}") from None
@@ -295,7 +295,7 @@ def enroll(
 ) -> np.ndarray:
     """Add images to the side index of a saved index without touching its base; returns their ids."""
     directory = Path(directory)
-    with index_lock(directory):
+    with _writer_lock(directory):
         manifest = read_index_manifest(directory)
         _check_dim(vectors, manifest.embedding_dim)
         delta = _read_delta(directory, manifest)
@@ -314,7 +314,7 @@ def forget(directory: str | Path, labels: Sequence[str] = (), image_ids: Sequenc
     """Remove every image with one of `labels` or `image_ids`; returns how many. Base entries become
     tombstones (skipped by search, dropped by compaction); enrolments are dropped at once."""
     directory = Path(directory)
-    with index_lock(directory):
+    with _writer_lock(directory):
         manifest = read_index_manifest(directory)
         base_table = pd.read_parquet(directory / manifest.base_table, columns=["id", "image_id", "label"])
         delta = _read_delta(directory, manifest)
@@ -344,7 +344,7 @@ def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
     where the index type can, otherwise (Annoy, HNSW, refined PQ) the base is rebuilt from its
     stored vectors. Queries see the same answers before and after."""
     directory = Path(directory)
-    with index_lock(directory):
+    with _writer_lock(directory):
         index = GalleryIndex.load(directory)
         m = index.manifest
         delta_ids = index.delta.table["id"].to_numpy(np.int64)
@@ -369,7 +369,7 @@ def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
 def set_threshold(directory: str | Path, threshold: float | None, calibration: dict[str, Any]) -> IndexManifest:
     """Record the unknown threshold and how it was chosen; only the manifest changes."""
     directory = Path(directory)
-    with index_lock(directory):
+    with _writer_lock(directory):
         manifest = read_index_manifest(directory)
         manifest = dataclasses.replace(manifest, threshold=threshold, calibration=calibration)
         _commit(directory, manifest)
@@ -398,6 +398,12 @@ def check_model(manifest: IndexManifest, model: ModelManifest) -> None:
             f"index was built with model {manifest.model_fingerprint} ({manifest.model_dir}), "
             f"not with model {model.fingerprint}: rebuild the index or use its model"
         )
+
+
+def _writer_lock(directory: Path) -> AbstractContextManager[None]:
+    """The lock of an existing index; a mistyped path is refused, not created."""
+    read_index_manifest(directory)
+    return index_lock(directory)
 
 
 def _next_generation(directory: Path, manifest: IndexManifest) -> int:
