@@ -23,6 +23,13 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override any config key: --set train.lr=1e-4 (repeatable).")
 ]
+CalibrateOpt = Annotated[
+    str | None,
+    typer.Option(help="index.calibrate: the unknown threshold maximises map@5 or gap, or meets far (--target-far)"),
+]
+TargetFarOpt = Annotated[
+    float | None, typer.Option(help="index.target_far: share of unknown queries allowed a known answer")
+]
 SplitOpt = Annotated[str, typer.Option(help="Split to use: train, test, val, eval (test or val), or all.")]
 
 
@@ -137,6 +144,8 @@ def build_index_cmd(
         float | None,
         typer.Option(help="index.threshold: similarity below which the answer is unknown (default: calibrate)"),
     ] = None,
+    calibrate: CalibrateOpt = None,
+    target_far: TargetFarOpt = None,
     k: Annotated[int | None, typer.Option(help="index.k: neighbours that vote")] = None,
     power: Annotated[float | None, typer.Option(help="index.power: vote weight = similarity ** power")] = None,
     flip_tta: Annotated[
@@ -158,6 +167,7 @@ def build_index_cmd(
     if model is None or data is None:
         raise KenningError("build-index needs --model and --data (or --compact with an existing --out)")
     from kenning.data.readers import read_dataset, select_split
+    from kenning.eval.calibration import describe_calibration
     from kenning.recognizer import build_index
 
     cfg = _config(
@@ -165,6 +175,8 @@ def build_index_cmd(
         sets,
         {
             "index.threshold": threshold,
+            "index.calibrate": calibrate,
+            "index.target_far": target_far,
             "index.k": k,
             "index.power": power,
             "index.flip_tta": flip_tta,
@@ -183,10 +195,7 @@ def build_index_cmd(
         f"({m.backend} {m.index_type}{params})"
     )
     if calibration is not None:
-        typer.echo(
-            f"unknown threshold {calibration.threshold:.4f} (calibrated: MAP@5 {calibration.map5:.4f} on "
-            f"{calibration.queries} held-out queries, {calibration.unknown_queries} of them new)"
-        )
+        typer.echo(f"unknown threshold {calibration.threshold:.4f} ({describe_calibration(calibration.to_dict())})")
     elif m.threshold is not None:
         typer.echo(f"unknown threshold {m.threshold:.4f} (given)")
     else:
@@ -312,26 +321,82 @@ def forget(
 
 @app.command("eval")
 def eval_cmd(
-    index: Annotated[Path, typer.Option(help="Index directory.")],
-    data: Annotated[Path, typer.Option(help="Dataset folder with the query images.")],
+    data: Annotated[Path | None, typer.Option(help="Dataset folder with the query images.")] = None,
+    index: Annotated[Path | None, typer.Option(help="Index directory to score (no --protocol).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model directory (--protocol: required; else default: the index's own).")
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="reid: leave-one-out on the split, closed set (protocol A); catalogue: enrol each known "
+            "identity's first sighting, new identities must come out unknown (protocol B)"
+        ),
+    ] = None,
     split: SplitOpt = "eval",
-    model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
     closed_set: Annotated[
-        bool, typer.Option(help="Leave out queries with no gallery match and never answer unknown (protocol A).")
+        bool, typer.Option(help="Leave out queries with no gallery match and never answer unknown.")
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json and predictions.csv.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for metrics.json, predictions.csv, report.html and its PNGs.")
+    ] = None,
+    index_out: Annotated[
+        Path | None, typer.Option(help="--protocol: keep the index it builds here (default: a temporary folder).")
+    ] = None,
+    submission: Annotated[Path | None, typer.Option(help="A Kaggle submission CSV to score (with --solution).")] = None,
+    solution: Annotated[Path | None, typer.Option(help="The solution CSV the submission is scored against.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="--submission: whale (MAP@5) or landmark (GAP)")] = None,
+    config: ConfigOpt = None,
+    calibrate: CalibrateOpt = None,
+    target_far: TargetFarOpt = None,
+    sets: SetOpt = None,
 ) -> None:
-    """Recall@1/5, MAP@5 (Kaggle Humpback) and GAP (Kaggle Landmark) on a split, leave-one-out."""
-    from kenning.data.readers import read_dataset, select_split
-    from kenning.eval.evaluate import evaluate, format_metrics, write_eval
-    from kenning.recognizer import Recognizer
+    """Score a system (an index, or a model under --protocol) or a Kaggle submission file.
 
-    queries = select_split(read_dataset(data), split)
-    result = evaluate(Recognizer.open(index, model), queries, closed_set=closed_set)
+    Reports Recall@1/5, precision@1, R-precision, mAP@R, MAP@5 (Kaggle Humpback), GAP (Kaggle
+    Landmark), accuracy on known and on unknown queries, AUROC of the match similarity and the
+    false-accept rate at the index's threshold.
+    """
+    if submission is not None or solution is not None:
+        if submission is None or solution is None or fmt is None:
+            raise KenningError("scoring a file needs --submission, --solution and --format whale|landmark")
+        from kenning.eval.kaggle_files import score_files
+
+        scores = score_files(submission, solution, fmt)
+        for key, value in scores.items():
+            typer.echo(f"{key:<17} {value:.5f}" if isinstance(value, float) else f"{key:<17} {value}")
+        return
+    if data is None:
+        raise KenningError("eval needs --data (or --submission and --solution)")
+    from kenning.data.readers import read_dataset, select_split
+    from kenning.eval.evaluate import evaluate, format_metrics
+
+    images = select_split(read_dataset(data), split)
+    if protocol is not None:
+        if model is None:
+            raise KenningError("--protocol needs --model: it builds its own index from the split")
+        if index is not None or closed_set:
+            raise KenningError(
+                "--protocol builds its own index and sets its own closed or open set: drop --index/--closed-set"
+            )
+        from kenning.eval.protocols import run_protocol
+
+        cfg = _config(config, sets, {"index.calibrate": calibrate, "index.target_far": target_far})
+        result = run_protocol(protocol, model, images, cfg.index, index_out)
+        title = f"Kenning, protocol {protocol} on {data} ({split})"
+    else:
+        if index is None:
+            raise KenningError("eval needs --index (or --protocol with --model)")
+        from kenning.recognizer import Recognizer
+
+        result = evaluate(Recognizer.open(index, model), images, closed_set=closed_set)
+        title = f"Kenning, {index} on {data} ({split})"
     typer.echo(format_metrics(result.metrics))
-    if out is not None:
-        write_eval(result, out)
-        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'predictions.csv'}")
+    if report is not None:
+        from kenning.eval.report import write_report
+
+        page = write_report(result, report, title)
+        typer.echo(f"wrote {report / 'metrics.json'}, {report / 'predictions.csv'} and {page}")
 
 
 def main() -> None:

@@ -70,6 +70,8 @@ class IndexConfig:
     k: int = 10  # neighbours that vote
     power: float = 3.0  # vote weight = similarity ** power
     threshold: float | None = None  # None: calibrate on held-out identities at build time
+    calibrate: str = "map@5"  # what the calibrated threshold maximises: map@5, gap, or far (see target_far)
+    target_far: float = 0.05  # calibrate=far: highest share of unknown queries answered with a known label
     unknown_label: str = "unknown"
     flip_tta: bool = False
     batch_size: int = 32
@@ -85,6 +87,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.select_by": ("map@5", "recall@1", "map@r"),
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
     "index.backend": ("faiss", "annoy"),
+    "index.calibrate": ("map@5", "gap", "far"),
 }
 
 

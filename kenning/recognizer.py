@@ -15,6 +15,7 @@ import pandas as pd
 
 from kenning.config import IndexConfig
 from kenning.data.readers import UNLABELLED
+from kenning.data.splits import catalogue_split
 from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
 from kenning.embeddings.device import select_device
 from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
@@ -31,6 +32,7 @@ from kenning.index.voting import Prediction, RankedLabels, place_unknown, rank_l
 class Neighbours:
     similarities: np.ndarray  # (n, k), -inf where there is no neighbour
     labels: np.ndarray  # (n, k) of str, "" where there is no neighbour
+    ids: np.ndarray | None = None  # (n, k) gallery ids, -1 where there is no neighbour
 
 
 class Recognizer:
@@ -86,7 +88,7 @@ class Recognizer:
 
     def neighbours(self, vectors: np.ndarray, k: int | None = None, exclude: np.ndarray | None = None) -> Neighbours:
         sims, ids = self.index.search(vectors, k or self.index.manifest.k, exclude)
-        return Neighbours(sims, self.index.labels_of(ids))
+        return Neighbours(sims, self.index.labels_of(ids), ids)
 
     def rank(self, neighbours: Neighbours) -> list[RankedLabels]:
         power = self.index.manifest.power
@@ -99,9 +101,12 @@ class Recognizer:
         """Top-5 answers from the index's k nearest; threshold "index" is the calibrated one, None never
         answers unknown."""
         threshold = self.index.manifest.threshold if threshold == "index" else threshold
+        return [place_unknown(r, threshold, self.unknown_label) for r in self.vote(neighbours)]
+
+    def vote(self, neighbours: Neighbours) -> list[RankedLabels]:
+        """Labels ranked by the votes of the index's k nearest (of however many were searched)."""
         k = self.index.manifest.k
-        voters = Neighbours(neighbours.similarities[:, :k], neighbours.labels[:, :k])
-        return [place_unknown(r, threshold, self.unknown_label) for r in self.rank(voters)]
+        return self.rank(Neighbours(neighbours.similarities[:, :k], neighbours.labels[:, :k]))
 
     def query(self, paths: Sequence[str]) -> list[Prediction | str]:
         """One answer per path, or the error line for a path that could not be read."""
@@ -160,10 +165,15 @@ def _enroll_embedded(
 
 
 def build_index(
-    model_dir: str | Path, gallery: pd.DataFrame, cfg: IndexConfig, out: str | Path, progress: bool = True
+    model_dir: str | Path,
+    gallery: pd.DataFrame,
+    cfg: IndexConfig,
+    out: str | Path,
+    progress: bool = True,
+    calibrate: bool = True,
 ) -> tuple[GalleryIndex, Calibration | None]:
     """Embed the labelled gallery images, index them (type chosen by size unless given), calibrate
-    the unknown threshold, save to `out`."""
+    the unknown threshold (unless given, or not `calibrate`: a closed-set evaluation), save to `out`."""
     model, manifest = load_model(model_dir)
     gallery = gallery[gallery["label"] != UNLABELLED]
     if gallery.empty:
@@ -177,39 +187,23 @@ def build_index(
     )
     index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
     calibration = None
-    if cfg.threshold is None:
+    if cfg.threshold is None and calibrate:
         holdout = load_holdout(model_dir)
         if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
             holdout = holdout[~holdout["label"].isin(set(index.table["label"]))]
             holdout = holdout[~holdout["image_id"].isin(set(index.table["image_id"]))]
         if holdout is not None and not holdout.empty:  # else no threshold: unknown is never answered
-            calibration = calibrate_on_holdout(recognizer, holdout)
-            details = {
-                "map5": calibration.map5,
-                "queries": calibration.queries,
-                "unknown_queries": calibration.unknown_queries,
-                "curve": calibration.curve,
-            }
-            index.manifest = store.set_threshold(out, calibration.threshold, details)
+            calibration = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far)
+            index.manifest = store.set_threshold(out, calibration.threshold, calibration.to_dict())
     return index, calibration
 
 
-def calibration_split(holdout: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Protocol B on the held-out identities: sorted by label, identity i is new when i % 10 is 0, 3
-    or 6; each known one enrols its first image. Returns (enrolled, queries); unlabelled rows are
-    queries whose answer is unknown."""
-    holdout = holdout.sort_values(["label", "image_id"]).reset_index(drop=True)
-    labels = sorted(set(holdout["label"]) - {UNLABELLED})
-    new = {lab for i, lab in enumerate(labels) if i % 10 in (0, 3, 6)}
-    first = holdout[holdout["label"] != UNLABELLED].groupby("label").head(1)
-    enrolled = first[~first["label"].isin(new)]
-    queries = holdout.drop(index=enrolled.index)
-    return enrolled, queries
-
-
-def calibrate_on_holdout(recognizer: Recognizer, holdout: pd.DataFrame) -> Calibration:
-    """The real gallery plus the enrolled held-out images form the catalogue; held-out queries probe it."""
-    enrolled, queries = calibration_split(holdout)
+def calibrate_on_holdout(
+    recognizer: Recognizer, holdout: pd.DataFrame, objective: str = "map@5", target_far: float = 0.05
+) -> Calibration:
+    """Protocol B on the held-out identities: the real gallery plus their enrolled images form the
+    catalogue, their other images (and every image of the new ones) probe it."""
+    enrolled, queries = catalogue_split(holdout)
     emb_enrolled = recognizer.embed(enrolled["path"].tolist())
     emb_queries = recognizer.embed(queries["path"].tolist())
     queries = queries[emb_queries.ok]
@@ -228,7 +222,7 @@ def calibrate_on_holdout(recognizer: Recognizer, holdout: pd.DataFrame) -> Calib
     known = set(enrolled_labels)
     unknown = recognizer.unknown_label
     actual = [lab if lab in known else unknown for lab in queries["label"]]
-    return calibrate_threshold(recognizer.rank(merged), actual, unknown)
+    return calibrate_threshold(recognizer.rank(merged), actual, unknown, objective, target_far)
 
 
 def merge_neighbours(a: Neighbours, b: Neighbours, k: int) -> Neighbours:

@@ -14,7 +14,7 @@ k demo-data "$OUT/data"
 echo "== before training: ImageNet backbone features, no training"
 k train-embed --data "$OUT/data" --out "$OUT/untrained" -c configs/cpu-quick.yaml --epochs 0 --embedding-dim 0
 k build-index --model "$OUT/untrained" --data "$OUT/data" --split test --out "$OUT/index-untrained" -c configs/cpu-quick.yaml
-k eval --index "$OUT/index-untrained" --data "$OUT/data" --out "$OUT/eval-untrained"
+k eval --index "$OUT/index-untrained" --data "$OUT/data" --report "$OUT/eval-untrained"
 
 echo "== training"
 k train-embed --data "$OUT/data" --out "$OUT/model" -c configs/cpu-quick.yaml --set train.cache_dir="$OUT/feature-cache"
@@ -39,7 +39,7 @@ print(f"my_new_landmark is the first answer for {top1} of {len(answers)} other p
 PY
 
 echo "== after training"
-k eval --index "$OUT/index" --data "$OUT/data" --out "$OUT/eval"
+k eval --index "$OUT/index" --data "$OUT/data" --report "$OUT/eval"
 
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys

@@ -75,8 +75,9 @@ def test_train_build_query_enroll_eval(demo_dir: Path, tmp_path: Path) -> None:
     assert answer["predictions"][0]["label"] == "brand_new"
     assert answer["best_similarity"] == pytest.approx(1.0, abs=1e-3)
 
-    done = kenning("eval", "--index", index, "--data", demo_dir, "--out", report)
+    done = kenning("eval", "--index", index, "--data", demo_dir, "--report", report)
     assert done.returncode == 0, done.stderr
+    assert (report / "report.html").is_file() and (report / "retrieval_grid.png").is_file()
     metrics = json.loads((report / "metrics.json").read_text())
     assert {"recall@1", "map@5", "gap", "known_accuracy", "unknown_accuracy"} <= set(metrics)
     assert metrics["unknown_queries"] > 0  # distractors and single-view landmarks are new
@@ -198,3 +199,40 @@ def test_catalogue_with_annoy_enroll_forget_compact_batch(trained_model: Path, d
     assert done.returncode == 0, done.stderr
     landmark = (tmp_path / "l.csv").read_text().splitlines()
     assert landmark[0] == "id,landmarks" and landmark[1].startswith("new_landmark_0,brand_new 0.")
+
+    # the submissions scored offline: every enrol/ photo is of brand_new
+    names = sorted(p.name for p in queries.glob("*.jpg"))
+    (tmp_path / "wt.csv").write_text("Image,Id\n" + "".join(f"{n},brand_new\n" for n in names))
+    (tmp_path / "lt.csv").write_text("id,landmark_id\n" + "".join(f"{Path(n).stem},brand_new\n" for n in names))
+    answers = [row.split(",")[1].split() for row in whale[1:]]
+    expected = sum(1 / (a.index("brand_new") + 1) if "brand_new" in a else 0 for a in answers) / len(answers)
+    done = kenning("eval", "--submission", tmp_path / "w.csv", "--solution", tmp_path / "wt.csv", "--format", "whale")
+    assert done.returncode == 0, done.stderr
+    assert f"map@5             {expected:.5f}" in done.stdout
+    done = kenning(
+        "eval", "--submission", tmp_path / "l.csv", "--solution", tmp_path / "lt.csv", "--format", "landmark"
+    )
+    assert done.returncode == 0 and "gap" in done.stdout, done.stderr
+    done = kenning(
+        "eval", "--submission", tmp_path / "l.csv", "--solution", tmp_path / "wt.csv", "--format", "landmark"
+    )
+    assert done.returncode == 2 and "wt.csv:1: header 'Image,Id' lacks column 'id'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_eval_protocol_catalogue_report(trained_model: Path, demo_dir: Path, tmp_path: Path) -> None:
+    done = kenning(
+        "eval", "--protocol", "catalogue", "--model", trained_model, "--data", demo_dir, "--split", "test",
+        "--calibrate", "gap", "--report", tmp_path / "report", "--index-out", tmp_path / "index",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["calibration"]["objective"] == "gap" and metrics["calibrated_for"] == "gap"
+    assert metrics["unknown_queries"] > 0 and "auroc_known_vs_unknown" in metrics
+    assert "calibrated for gap" in (tmp_path / "report" / "report.html").read_text()
+    done = kenning("eval", "--protocol", "catalogue", "--data", demo_dir)
+    assert done.returncode == 2 and "--protocol needs --model" in done.stderr
+    done = kenning("eval", "--protocol", "bogus", "--model", trained_model, "--data", demo_dir)
+    assert done.returncode == 2 and "unknown protocol 'bogus'" in done.stderr
+    done = kenning("eval", "--submission", tmp_path / "x.csv", "--format", "whale")
+    assert done.returncode == 2 and "needs --submission, --solution and --format" in done.stderr

@@ -62,3 +62,30 @@ def recall_at_k(actual: Sequence[str], neighbour_labels: np.ndarray, k: int) -> 
         return 0.0
     hits = (neighbour_labels[:, :k] == np.asarray(actual, dtype=object)[:, None]).any(axis=1)
     return float(hits.mean())
+
+
+def retrieval_precision(neighbour_labels: np.ndarray, actual: Sequence[str], relevant: np.ndarray) -> dict[str, float]:
+    """Precision@1, R-precision and mAP@R as pytorch-metric-learning's AccuracyCalculator defines them.
+
+    Computed here from the index's own neighbour lists (approximate backends and side index
+    included), which AccuracyCalculator cannot take: it searches its own exact FAISS index.
+    `relevant[i]` is R, the number of gallery images with query i's label (itself excluded);
+    neighbour_labels must hold at least max(R) columns. Queries with R = 0 are left out, as there.
+    """
+    relevant = np.asarray(relevant, dtype=np.int64)
+    keep = relevant > 0
+    if not keep.any():
+        return {"precision@1": float("nan"), "r_precision": float("nan"), "map@r": float("nan")}
+    if neighbour_labels.shape[1] < relevant.max():
+        raise ValueError(f"R-precision needs {relevant.max()} neighbours, got {neighbour_labels.shape[1]}")
+    labels, r = neighbour_labels[keep], relevant[keep]
+    truth = np.asarray(actual, dtype=object)[keep]
+    hit = labels == truth[:, None]
+    within_r = np.arange(labels.shape[1])[None, :] < r[:, None]
+    hit_r = hit & within_r
+    precision_at = np.cumsum(hit_r, axis=1) / np.arange(1, labels.shape[1] + 1)
+    return {
+        "precision@1": float(hit[:, 0].mean()),
+        "r_precision": float((hit_r.sum(axis=1) / r).mean()),
+        "map@r": float(((precision_at * hit_r).sum(axis=1) / r).mean()),
+    }

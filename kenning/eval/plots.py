@@ -1,15 +1,21 @@
-"""PNG figures people open: training curves."""
+"""PNG figures people open: training curves and the evaluation report's figures."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from kenning.atomic import atomic_save
+from kenning.data.images import load_image
+from kenning.errors import KenningError
 
 VALIDATION_METRICS = ("recall@1", "map@5", "map@r")
 
@@ -33,6 +39,119 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path, best
         right.text(0.5, 0.5, "no held-out identities", ha="center", va="center", transform=right.transAxes)
     for ax in (left, right):
         ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
     fig.tight_layout()
     atomic_save(path, lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
+
+
+def plot_threshold_sweep(
+    evaluated: list[dict] | None, calibration: list[dict] | None, chosen: float | None, path: str | Path
+) -> None:
+    """MAP@5 and GAP versus the unknown threshold: on the evaluated queries (solid) and on the held-out
+    identities the threshold was calibrated on (dashed); the chosen threshold marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for curve, style, where in ((evaluated, "-", "evaluated queries"), (calibration, "--", "calibration (held out)")):
+        if not curve:
+            continue
+        t = [p["threshold"] for p in curve]
+        ax.plot(t, [p["map5"] for p in curve], style, color="tab:blue", label=f"MAP@5, {where}")
+        ax.plot(t, [p["gap"] for p in curve], style, color="tab:orange", label=f"GAP, {where}")
+    if chosen is not None:
+        ax.axvline(chosen, color="black", linewidth=1, label=f"chosen threshold {chosen:.3f}")
+    ax.set(xlabel="unknown threshold (best-match cosine similarity)", ylabel="score", ylim=(0, 1.02))
+    ax.set_title("threshold sweep: below the threshold the first answer is unknown")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+
+
+def plot_similarity_histograms(best: np.ndarray, known: np.ndarray, threshold: float | None, path: str | Path) -> None:
+    """Best-match similarity (1 - cosine distance) of queries with a match in the gallery and of
+    queries without one: the overlap is what no threshold can separate."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    finite = np.isfinite(best)
+    low, high = (best[finite].min(), best[finite].max()) if finite.any() else (0.0, 1.0)
+    bins = np.linspace(low, high + 1e-6, 31)
+    for mask, name, colour in (
+        (known, "known (a match is in the gallery)", "tab:green"),
+        (~known, "unknown", "tab:red"),
+    ):
+        values = best[mask & finite]
+        if len(values):
+            ax.hist(values, bins=bins, alpha=0.55, color=colour, label=f"{name}: {len(values)}")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linewidth=1, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="best-match cosine similarity", ylabel="queries", title="match similarity, known vs unknown")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_per_identity(per_query: pd.DataFrame, path: str | Path) -> None:
+    """Top-1 accuracy of each known identity's queries against how many gallery images it has."""
+    known = per_query[per_query["known"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if known.empty:
+        ax.text(0.5, 0.5, "no known queries", ha="center", va="center", transform=ax.transAxes)
+    else:
+        by_id = known.groupby("actual").agg(
+            gallery=("gallery_images", "max"), acc=("correct", "mean"), n=("correct", "size")
+        )
+        jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(by_id))
+        ax.scatter(
+            by_id["gallery"] + jitter, by_id["acc"], s=12 + 6 * by_id["n"], alpha=0.5, label="identity (size: queries)"
+        )
+        means = known.groupby("gallery_images")["correct"].mean()
+        ax.plot(means.index, means.to_numpy(), "o-", color="black", label="all queries at that count")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="gallery images of the identity", ylabel="top-1 accuracy", ylim=(-0.05, 1.05))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("per-identity accuracy vs gallery images")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+@dataclass
+class RetrievalRow:
+    title: str  # e.g. "worst 1" plus the answer
+    query_path: str
+    actual: str
+    paths: list[str]
+    labels: list[str]
+    similarities: list[float]
+
+
+def plot_retrieval_grid(rows: list[RetrievalRow], path: str | Path, thumb: int = 112) -> None:
+    """One row per query: the query photo, then its nearest gallery images with label and similarity,
+    framed green when the label is the query's, red otherwise."""
+    columns = 1 + max((len(r.paths) for r in rows), default=0)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.9 * len(rows)), squeeze=False)
+    for axrow, row in zip(axes, rows, strict=True):
+        cells = [(row.query_path, f"{row.title}\n{row.actual}", "black")] + [
+            (p, f"{lab}\n{sim:.3f}", "tab:green" if lab == row.actual else "tab:red")
+            for p, lab, sim in zip(row.paths, row.labels, row.similarities, strict=True)
+        ]
+        for ax, (image_path, caption, colour) in zip(axrow, cells, strict=False):
+            ax.imshow(_thumbnail(image_path, thumb))
+            ax.set_title(caption, fontsize=7, color=colour)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set(color=colour, linewidth=2.5 if colour != "black" else 1)
+        for ax in axrow[len(cells) :]:
+            ax.axis("off")
+    _save(fig, path)
+
+
+def _thumbnail(path: str, size: int) -> np.ndarray:
+    """The image shrunk to fit size x size; a grey square when it cannot be read (moved, deleted)."""
+    try:
+        img = load_image(path)
+    except KenningError:
+        return np.full((size, size, 3), 200, dtype=np.uint8)
+    img.thumbnail((size, size))
+    return np.asarray(img)

@@ -175,6 +175,13 @@ class GalleryIndex:
         out = np.where(rows >= 0, self._labels[np.maximum(rows, 0)] if len(self._labels) else "", "")
         return out.reshape(ids.shape)
 
+    def paths_of(self, ids: np.ndarray) -> np.ndarray:
+        """Source image path of each id ("" for none): what reports show as thumbnails."""
+        rows = self._row_of.get_indexer(ids.ravel())
+        paths = self._table["path"].to_numpy(dtype=object)
+        out = np.where(rows >= 0, paths[np.maximum(rows, 0)] if len(paths) else "", "")
+        return out.reshape(ids.shape)
+
     def ids_of_images(self, image_ids: list[str]) -> np.ndarray:
         """Index id of each image id, -1 for those not in the gallery."""
         lookup = pd.Series(self.table["id"].to_numpy(), index=self.table["image_id"].to_numpy())

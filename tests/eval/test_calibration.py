@@ -1,20 +1,45 @@
 import numpy as np
+import pytest
 
-from kenning.eval.calibration import calibrate_threshold
+from kenning.eval.calibration import calibrate_threshold, describe_calibration
 from kenning.index.voting import rank_labels
 
 
+def queries(known: list[float], new: list[float]) -> tuple[list, list[str]]:
+    """Known queries match their label 'k' at the given similarities; new ones match 'z' at theirs."""
+    ranked = [rank_labels(np.array([s, 0.1]), np.array(["k", "y"]), 3.0) for s in known]
+    ranked += [rank_labels(np.array([s, 0.1]), np.array(["z", "y"]), 3.0) for s in new]
+    return ranked, ["k"] * len(known) + ["unknown"] * len(new)
+
+
 def test_threshold_separates_known_from_new() -> None:
-    # known queries match their label at 0.8-0.9; new ones have best matches of 0.3-0.5
-    ranked, actual = [], []
-    for s in (0.8, 0.85, 0.9):
-        ranked.append(rank_labels(np.array([s, 0.2]), np.array(["k", "z"]), 3.0))
-        actual.append("k")
-    for s in (0.3, 0.4, 0.5):
-        ranked.append(rank_labels(np.array([s, 0.1]), np.array(["z", "y"]), 3.0))
-        actual.append("unknown")
+    ranked, actual = queries([0.8, 0.85, 0.9], [0.3, 0.4, 0.5])
     cal = calibrate_threshold(ranked, actual, "unknown")
     assert 0.5 < cal.threshold <= 0.8
-    assert cal.map5 == 1.0
+    assert cal.chosen.map5 == 1.0 and cal.chosen.far == 0.0 and cal.chosen.known_accuracy == 1.0
     assert cal.unknown_queries == 3
-    assert min(t for t, _ in cal.curve) < 0.3 and max(t for t, _ in cal.curve) > 0.9
+    thresholds = [p.threshold for p in cal.curve]
+    assert min(thresholds) < 0.3 and max(thresholds) > 0.9
+    assert cal.curve[0].far == 1.0 and cal.curve[-1].far == 0.0  # never / always unknown
+
+
+def test_objectives_choose_differently_when_known_and_new_overlap() -> None:
+    # overlapping: a new query at 0.75 sits among known ones
+    ranked, actual = queries([0.6, 0.7, 0.8, 0.9], [0.3, 0.5, 0.75])
+    by_map = calibrate_threshold(ranked, actual, "unknown", "map@5")
+    by_gap = calibrate_threshold(ranked, actual, "unknown", "gap")
+    strict = calibrate_threshold(ranked, actual, "unknown", "far", target_far=0.0)
+    loose = calibrate_threshold(ranked, actual, "unknown", "far", target_far=0.34)
+    assert strict.chosen.far == 0.0 and strict.threshold > 0.75  # the 0.75 stranger must be refused
+    assert loose.chosen.far == pytest.approx(1 / 3) and loose.threshold <= 0.6  # lowest within budget
+    assert loose.chosen.known_accuracy == 1.0 and strict.chosen.known_accuracy == pytest.approx(2 / 4)
+    assert by_gap.chosen.gap == max(p.gap for p in by_gap.curve)
+    assert by_map.chosen.map5 == max(p.map5 for p in by_map.curve)
+    assert by_map.to_dict()["objective"] == "map@5" and strict.to_dict()["target_far"] == 0.0
+    assert "false-accept rate <= 0.000" in describe_calibration(strict.to_dict())
+
+
+def test_unknown_objective_is_refused() -> None:
+    ranked, actual = queries([0.9], [0.3])
+    with pytest.raises(ValueError, match="objective"):
+        calibrate_threshold(ranked, actual, "unknown", "accuracy")

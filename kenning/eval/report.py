@@ -1,0 +1,143 @@
+"""`kenning eval --report DIR`: metrics.json, predictions.csv, the figures as PNG files, and one
+self-contained report.html (figures embedded) that opens anywhere, offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from kenning.atomic import atomic_write_json, atomic_write_text
+from kenning.eval.calibration import describe_calibration, sweep, threshold_grid
+from kenning.eval.evaluate import EvalResult, write_eval
+from kenning.eval.plots import (
+    RetrievalRow,
+    plot_per_identity,
+    plot_retrieval_grid,
+    plot_similarity_histograms,
+    plot_threshold_sweep,
+)
+
+GRID_ROWS = 4  # worst and best queries each in the retrieval grid
+
+CAPTIONS = {
+    "threshold_sweep.png": "MAP@5 and GAP if the unknown threshold were elsewhere: solid on these queries, dashed on "
+    "the held-out training identities it was chosen on (the chosen point marked). Only the dashed curve chose it.",
+    "similarity_histograms.png": "Best-match similarity of queries whose identity is in the gallery (known) and of "
+    "those whose is not (unknown). Right of the threshold the answer names an identity.",
+    "retrieval_grid.png": "The worst queries (top) and the best (bottom): the query, then its five nearest gallery "
+    "images with label and cosine similarity; green when the label is the query's.",
+    "per_identity.png": "Top-1 accuracy of each known identity against how many of its images the gallery holds.",
+}
+
+
+def write_report(result: EvalResult, out: str | Path, title: str = "Kenning evaluation") -> Path:
+    """Write everything into `out`; returns the path of report.html."""
+    out = Path(out)
+    write_eval(result, out)
+    calibration = {k: v for k, v in result.calibration.items() if k != "curve"}
+    atomic_write_json(out / "metrics.json", {**result.metrics, "calibration": calibration})
+    q = result.per_query
+    threshold = result.metrics["threshold"]
+    figures = []
+    open_set = threshold is not None or not q["known"].all()
+    if open_set:
+        evaluated = sweep(
+            result.ranked,
+            q["actual"].tolist(),
+            result.unknown_label,
+            threshold_grid(q["best_similarity"].to_numpy()),
+            q["image_id"].tolist(),
+        )
+        plot_threshold_sweep(
+            [asdict(p) for p in evaluated], _curve(result.calibration), threshold, out / "threshold_sweep.png"
+        )
+        figures.append("threshold_sweep.png")
+    plot_similarity_histograms(
+        q["best_similarity"].to_numpy(), q["known"].to_numpy(), threshold, out / "similarity_histograms.png"
+    )
+    plot_retrieval_grid(_grid_rows(result), out / "retrieval_grid.png")
+    plot_per_identity(q, out / "per_identity.png")
+    figures += ["similarity_histograms.png", "retrieval_grid.png", "per_identity.png"]
+    page = out / "report.html"
+    atomic_write_text(page, _html(title, result, figures, out))
+    return page
+
+
+def _curve(calibration: dict) -> list[dict] | None:
+    curve = calibration.get("curve")
+    if not curve or not isinstance(curve[0], dict):  # none, or an index built before GAP was swept
+        return None
+    return curve
+
+
+def _grid_rows(result: EvalResult) -> list[RetrievalRow]:
+    """Worst: lowest AP@5, the most confident first; best: known queries answered right, the closest
+    first (their neighbours show what the model matches on), then the other highest AP@5."""
+    q = result.per_query.reset_index(drop=True)
+    ap, best_sim, known = q["ap@5"].to_numpy(), q["best_similarity"].to_numpy(), q["known"].to_numpy()
+    n = min(GRID_ROWS, max(len(q) // 2, 1))
+    worst = np.lexsort((-best_sim, ap))[:n]
+    shown = set(worst)
+    best = [i for i in np.lexsort((-best_sim, ~known, -ap)) if i not in shown][:n]
+    rows = []
+    for name, picks in (("worst", worst), ("best", best)):
+        for rank, i in enumerate(picks, start=1):
+            answer = q.at[i, "predicted"].split(" ")[0] if q.at[i, "predicted"] else "-"
+            rows.append(
+                RetrievalRow(
+                    title=f"{name} {rank}, answered\n{answer}; truth:",
+                    query_path=q.at[i, "path"],
+                    actual=q.at[i, "actual"],
+                    paths=[p for p in result.neighbour_paths[i] if p],
+                    labels=[lab for lab in result.neighbour_labels[i] if lab],
+                    similarities=[float(s) for s in result.neighbour_sims[i] if np.isfinite(s)],
+                )
+            )
+    return rows
+
+
+def _html(title: str, result: EvalResult, figures: list[str], out: Path) -> str:
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+    table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in result.metrics.items())
+    threshold = result.metrics["threshold"]
+    if threshold is None:
+        how = "No unknown threshold: every query is answered with its nearest identities (closed set)."
+    else:
+        how = f"Unknown threshold {threshold:.4f}, {describe_calibration(result.calibration)}."
+    blocks = []
+    for name in figures:
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        blocks.append(
+            f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+            f'<figcaption>{html.escape(CAPTIONS[name])} (<a href="{name}">{name}</a>)</figcaption></figure>'
+        )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; }} th, td {{ padding: 2px 12px; border-bottom: 1px solid #ddd; text-align: left; }}
+td {{ font-family: monospace; }} img {{ max-width: 100%; }} figure {{ margin: 2em 0; }}
+figcaption {{ color: #555; font-size: 0.9em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(how)}</p>
+<h2>Metrics</h2>
+<table>
+{table}
+</table>
+<p>MAP@5: Kaggle Humpback Whale Identification; GAP: Kaggle Google Landmark Recognition (the first answer,
+none when it is unknown); recall@K, precision@1, R-precision and mAP@R: retrieval of known queries as
+pytorch-metric-learning defines them; auroc: best-match similarity separating known from unknown queries;
+false_accept_rate: unknown queries answered with a known identity first. Per query: predictions.csv.</p>
+<h2>Figures</h2>
+{"".join(blocks)}
+</body></html>
+"""
