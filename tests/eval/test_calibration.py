@@ -43,3 +43,9 @@ def test_unknown_objective_is_refused() -> None:
     ranked, actual = queries([0.9], [0.3])
     with pytest.raises(ValueError, match="objective"):
         calibrate_threshold(ranked, actual, "unknown", "accuracy")
+
+
+def test_indexes_calibrated_before_objectives_still_describe() -> None:
+    old = {"map5": 0.5, "queries": 3, "unknown_queries": 1, "curve": [[0.1, 0.4], [0.2, 0.5]]}
+    assert describe_calibration(old) == "calibrated for map@5 on 3 held-out queries: MAP@5 0.5000"
+    assert describe_calibration({}) == "set by hand"
