@@ -108,8 +108,11 @@ def plot_per_identity(per_query: pd.DataFrame, path: str | Path) -> None:
         means = known.groupby("gallery_images")["correct"].mean()
         ax.plot(means.index, means.to_numpy(), "o-", color="black", label="all queries at that count")
         ax.legend(fontsize=8)
+        if len(means) <= 20:  # few counts (protocol B: one or two each): a tick at each, none between
+            ax.set_xticks(means.index.to_numpy())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="gallery images of the identity", ylabel="top-1 accuracy", ylim=(-0.05, 1.05))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("per-identity accuracy vs gallery images")
     ax.grid(alpha=0.3)
     _save(fig, path)
