@@ -26,7 +26,7 @@ from kenning.eval.metrics import (
     retrieval_precision,
 )
 from kenning.eval.open_set import false_accept_rate, known_unknown_auroc
-from kenning.index.voting import Prediction, RankedLabels
+from kenning.index.voting import Prediction, RankedLabels, place_unknown
 
 if TYPE_CHECKING:
     from kenning.recognizer import Recognizer
@@ -82,8 +82,8 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
     width = min(max(index.manifest.k, SHOWN, r_max), len(index))
     neighbours = recognizer.neighbours(vectors, width, exclude=own_ids)
     threshold = None if closed_set else index.manifest.threshold
-    predictions = recognizer.answer(neighbours, threshold)
     ranked = recognizer.vote(neighbours)
+    predictions = [place_unknown(r, threshold, unknown) for r in ranked]
     scored_r = known & (available <= MAX_R)
     precision = retrieval_precision(neighbours.labels[scored_r][:, :r_max], actual[scored_r], available[scored_r])
     answers = answer_metrics(actual, known, predictions, queries["image_id"].tolist(), unknown, threshold)

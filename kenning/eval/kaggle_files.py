@@ -18,8 +18,8 @@ from pathlib import Path
 
 from kenning.errors import KenningError
 from kenning.eval.metrics import global_average_precision, map_at_k
+from kenning.eval.submission import FORMATS
 
-FORMATS = ("whale", "landmark")
 COLUMNS = {  # (submission, solution) header of each format
     "whale": (("Image", "Id"), ("Image", "Id")),
     "landmark": (("id", "landmarks"), ("id", "landmark_id")),
