@@ -1,23 +1,59 @@
-"""Kenning's command line: parse, call, print. Errors in the user's input exit with code 2."""
+"""Kenning's command line: parse, call, print. Errors in the user's input exit with code 2, in one line."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from kenning.config import Config, load_config, parse_assignment
-from kenning.errors import KenningError
+from kenning.errors import KenningError, one_line
+from kenning.paths import require_output_dir, require_output_file
+
+
+class _OneLineErrors(TyperGroup):
+    """Kenning's own errors, and the operating system's (disk full, permission denied), end a command
+    as one line on stderr and exit code 2, never a traceback; in-process callers (tests) see the same."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KenningError as exc:
+            message = str(exc)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            message = f"{exc.strerror or type(exc).__name__}{where}"
+        typer.echo(f"error: {one_line(message)}", err=True)
+        raise typer.Exit(2)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Recognise instances (a landmark, one particular whale) from photos, or say they are new.",
 )
+
+
+@app.callback()
+def _options(
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            envvar="KENNING_MAX_PIXELS",
+            help="Largest image (width x height) any command decodes; larger ones are refused (decompression bombs).",
+        ),
+    ] = 89_478_485,
+) -> None:
+    from kenning.data.images import set_max_pixels
+
+    set_max_pixels(max_pixels)
+
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")]
 SetOpt = Annotated[
@@ -47,6 +83,8 @@ def demo_data(
     """Write the built-in demo set: drawn landmarks in many views, distractors, and enroll/ photos."""
     from kenning.data.demo import DemoSpec, write_demo_set
 
+    demo_files = {"images", "enroll", "labels.csv"}
+    require_output_dir(out, "demo folder", lambda p: {c.name for c in p.iterdir()} <= demo_files)
     table = write_demo_set(out, DemoSpec(seed=seed))
     by_split = table.groupby("split")["label"].agg(["size", lambda s: s[s != ""].nunique()])
     for split, (images, identities) in by_split.iterrows():
@@ -89,8 +127,10 @@ def train_embed(
     """Train a timm backbone + GeM + embedding head on P x K class-balanced batches (ArcFace family,
     triplet, contrastive, or a weighted mix); checkpoints every epoch, keeps the best on held-out identities."""
     from kenning.data.readers import read_dataset, select_split
+    from kenning.embeddings.checkpoint import is_model_dir
     from kenning.embeddings.train import CURVES, train_embedding
 
+    require_output_dir(out, "model folder", is_model_dir)
     cfg = _config(
         config,
         sets,
@@ -235,17 +275,21 @@ def query(
         raise KenningError("give image files or --batch DIR_OR_CSV, not both or neither")
     if fmt not in ("whale", "landmark"):
         raise KenningError(f"--format must be whale or landmark, not {fmt!r}")
+    if batch is not None:
+        require_output_file(out, "submission")
     recognizer = Recognizer.open(index, model, progress=batch is not None)
     recognizer.configure(k=k, power=power, search_params=search_params)
     if batch is not None:
         from kenning.data.readers import read_query_list
         from kenning.eval.submission import write_submission
+        from kenning.labels import check_kaggle_labels
 
         listing = read_query_list(batch)
+        check_kaggle_labels([*recognizer.index.label_counts().index, recognizer.unknown_label], fmt)
         answers = recognizer.query(listing["path"].tolist())
         failed = write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)
         for line in failed:
-            typer.echo(f"error: {line}", err=True)
+            typer.echo(f"error: {one_line(line)}", err=True)
         typer.echo(f"wrote {out}: {len(listing)} rows ({fmt} format), {len(failed)} unreadable")
         if failed:
             raise typer.Exit(2)
@@ -275,9 +319,9 @@ def query(
     else:
         for r in results:
             if "error" in r:
-                typer.echo(f"error: {r['error']}", err=True)
+                typer.echo(f"error: {one_line(r['error'])}", err=True)
                 continue
-            typer.echo(f"{r['image']}  (best match similarity {r['best_similarity']:.3f})")
+            typer.echo(f"{one_line(r['image'])}  (best match similarity {r['best_similarity']:.3f})")
             for rank, p in enumerate(r["predictions"], start=1):
                 if p["confidence"] is None:  # the unknown answer: placed by the threshold, not voted
                     typer.echo(f"  {rank}. {p['label']:<30} (labels below come from matches under {threshold:.3f})")
@@ -297,9 +341,17 @@ def enroll(
     """Add an identity from one or a few photos, without retraining or rebuilding; it is queryable at once."""
     from kenning.recognizer import enroll_images
 
-    added, total = enroll_images(index, [str(p) for p in images], label, model)
-    typer.echo(f"enrolled {added} image(s) as '{label}'; the index now holds {total} images")
-    if added < len(images):
+    result = enroll_images(index, [str(p) for p in images], label, model)
+    for path, image_id in result.already:
+        typer.echo(f"notice: {one_line(path)} is already enrolled as {one_line(label)!r} (image id {image_id!r})")
+    ids = f" (image ids: {', '.join(result.added)})" if result.added else ""
+    typer.echo(
+        f"enrolled {len(result.added)} of {len(images)} image(s) as {one_line(label)!r}{one_line(ids)}; "
+        f"the index now holds {result.total} images"
+    )
+    for line in result.errors:
+        typer.echo(f"error: not enrolled: {one_line(line)}", err=True)
+    if result.errors:
         raise typer.Exit(2)
 
 
@@ -368,6 +420,10 @@ def eval_cmd(
         return
     if data is None:
         raise KenningError("eval needs --data (or --submission and --solution)")
+    if report is not None:
+        from kenning.eval.report import is_report_dir
+
+        require_output_dir(report, "report folder", is_report_dir)
     from kenning.data.readers import read_dataset, select_split
     from kenning.eval.evaluate import evaluate, format_metrics
 
@@ -400,9 +456,5 @@ def eval_cmd(
 
 
 def main() -> None:
-    """Typer handles usage errors (exit 2) and exit codes; Kenning's own errors become one line and exit 2."""
-    try:
-        app()
-    except KenningError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    """Typer handles usage errors (exit 2) and exit codes; `_OneLineErrors` Kenning's own."""
+    app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -10,6 +11,8 @@ from typing import Any, get_type_hints
 import yaml
 
 from kenning.errors import KenningError
+from kenning.labels import check_label
+from kenning.paths import require_file
 
 
 @dataclass
@@ -90,6 +93,42 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "index.calibrate": ("map@5", "gap", "far"),
 }
 
+# Numeric keys: the range a value must lie in, (low, high), None unbounded; "(" makes low exclusive.
+# Every float must also be finite. A value outside is refused where it is parsed, in one line, so a
+# NaN threshold or k = 0 never reaches an index or a training run.
+RANGES: dict[str, tuple[Any, ...]] = {
+    "model.embedding_dim": (0, None),
+    "model.gem_p": ("(", 0.0, 100.0),
+    "model.image_size": (32, 4096),
+    "loss.margin": (0.0, 89.0),
+    "loss.scale": ("(", 0.0, 1000.0),
+    "loss.sub_centers": (1, 100),
+    "loss.margin_min": (0.0, 89.0),
+    "loss.margin_max": (0.0, 89.0),
+    "loss.triplet_margin": (0.0, 4.0),
+    "loss.pos_margin": (0.0, 2.0),
+    "loss.neg_margin": (0.0, 2.0),
+    "train.epochs": (0, None),
+    "train.classes_per_batch": (2, None),
+    "train.images_per_class": (1, None),
+    "train.lr": (0.0, 10.0),
+    "train.head_lr": (0.0, 10.0),
+    "train.loss_lr": (0.0, 10.0),
+    "train.weight_decay": (0.0, 10.0),
+    "train.holdout_fraction": (0.0, 0.9),
+    "train.scale_min": ("(", 0.0, 1.0),
+    "train.color_jitter": (0.0, 1.0),
+    "train.rotation": (0.0, 180.0),
+    "train.cache_views": (0, 1000),
+    "train.num_workers": (0, 256),
+    "train.seed": (0, 2**32 - 1),
+    "index.k": (1, 10_000),
+    "index.power": (0.0, 100.0),
+    "index.threshold": (-1.0, 1.0),
+    "index.target_far": (0.0, 1.0),
+    "index.batch_size": (1, 100_000),
+}
+
 
 @dataclass
 class Config:
@@ -106,9 +145,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Defaults, then the YAML file, then `overrides` ({"train.epochs": 3, ...}); None values are skipped."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise KenningError(f"config file not found: {path}")
+        path = require_file(path, "config file")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -143,10 +180,28 @@ def set_key(cfg: Config, dotted: str, value: Any) -> None:
     if key not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(section))
         raise KenningError(f"unknown config key '{dotted}'; '{section_name}' has: {known}")
-    value = _coerce(dotted, value, hints[key])
+    setattr(section, key, check_value(dotted, _coerce(dotted, value, hints[key])))
+
+
+def check_value(dotted: str, value: Any) -> Any:
+    """`value` when it is allowed for config key `dotted` (a choice, a finite number in range, a
+    valid label); else one line naming key, value and what is allowed. Also for values that reach
+    a setting without a config file (query --k / --power)."""
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise KenningError(f"config key '{dotted}' must be one of {', '.join(CHOICES[dotted])}, got {value!r}")
-    setattr(section, key, value)
+    if dotted == "index.unknown_label":
+        check_label(value, "index.unknown_label")
+        if any(ch.isspace() for ch in value):  # it is written as an id in whale submissions
+            raise KenningError(f"index.unknown_label {value!r} contains whitespace")
+    if dotted in RANGES and value is not None:
+        *open_low, low, high = RANGES[dotted]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise KenningError(f"config key '{dotted}' must be a finite number, got {value!r}")
+        too_low = low is not None and (value <= low if open_low else value < low)
+        if too_low or (high is not None and value > high):
+            shown = f"{'(' if open_low else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+            raise KenningError(f"config key '{dotted}' must be in {shown}, got {value!r}")
+    return value
 
 
 def _coerce(dotted: str, value: Any, hint: Any) -> Any:

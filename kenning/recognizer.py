@@ -6,6 +6,7 @@ process) pays for neither again.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +14,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kenning.config import IndexConfig
+from kenning.config import IndexConfig, check_value
+from kenning.data.duplicates import DIGEST, drop_duplicates, file_digest
 from kenning.data.readers import UNLABELLED
 from kenning.data.splits import catalogue_split
 from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
 from kenning.embeddings.device import select_device
 from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
 from kenning.embeddings.model import EmbeddingNet
-from kenning.errors import KenningError
+from kenning.errors import KenningError, warn
 from kenning.eval.calibration import Calibration, calibrate_threshold
 from kenning.index import store
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.store import GalleryIndex
 from kenning.index.voting import Prediction, RankedLabels, place_unknown, rank_labels
+from kenning.labels import check_label
+
+MIN_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
 
 
 @dataclass
@@ -58,17 +63,15 @@ class Recognizer:
     def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, progress: bool = True) -> Recognizer:
         """Load an index and its model (the one recorded in the index, unless `model_dir` is given)."""
         index = GalleryIndex.load(index_dir)
-        model, manifest = load_model(model_dir or index.manifest.model_dir)
+        model, manifest = load_model(model_dir or index_model_dir(Path(index_dir), index.manifest))
         return cls(model, manifest, index, Path(index_dir), progress=progress)
 
     def configure(self, k: int | None = None, power: float | None = None, search_params: str | None = None) -> None:
         """Voting and search settings for this session only; the saved index keeps its own."""
         if k is not None:
-            if k < 1:
-                raise KenningError(f"k must be at least 1, not {k}")
-            self.index.manifest.k = k
+            self.index.manifest.k = check_value("index.k", k)
         if power is not None:
-            self.index.manifest.power = power
+            self.index.manifest.power = check_value("index.power", float(power))
         if search_params is not None:
             self.index.set_search_params(search_params)
 
@@ -115,15 +118,23 @@ class Recognizer:
         errors = iter(embedded.errors)
         return [next(predictions) if ok else next(errors) for ok in embedded.ok]
 
-    def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> int:
+    def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> EnrollResult:
         """Add photos of `label` to the saved index (its side index: no rebuild, no retraining); the
-        new identity answers queries at once. Returns how many photos were added."""
+        new identity answers queries at once."""
         if self.index_dir is None:
             raise KenningError("enroll needs an index saved in a directory")
         _check_label(label, self.unknown_label)
-        added = _enroll_embedded(self.index_dir, self.embed(paths), paths, label, image_ids)
+        result = _enroll_embedded(self.index_dir, self.embed(paths), paths, label, image_ids)
         self.index.refresh(self.index_dir)
-        return added
+        return result
+
+
+@dataclass
+class EnrollResult:
+    added: list[str]  # image ids given to the photos added (forget --id takes them)
+    already: list[tuple[str, str]]  # (path, image id) of photos whose bytes the label already had
+    errors: list[str]  # one line per photo that could not be read
+    total: int  # images in the index now
 
 
 def enroll_images(
@@ -132,36 +143,58 @@ def enroll_images(
     label: str,
     model_dir: str | Path | None = None,
     image_ids: Sequence[str] | None = None,
-) -> tuple[int, int]:
+) -> EnrollResult:
     """`enroll` without loading the gallery vectors (gigabytes at a million images): only the model
-    and the manifest. Returns (photos added, images now in the index)."""
+    and the manifest."""
     manifest = store.read_index_manifest(Path(index_dir))
     _check_label(label, manifest.unknown_label)
-    model, model_manifest = load_model(model_dir or manifest.model_dir)
+    model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     store.check_model(manifest, model_manifest)
     embedded = embed_paths(
         model.to(select_device()), paths, manifest_transform(model_manifest), flip_tta=manifest.flip_tta, progress=False
     )
-    added = _enroll_embedded(Path(index_dir), embedded, paths, label, image_ids)
-    return added, store.read_index_manifest(Path(index_dir)).count
+    return _enroll_embedded(Path(index_dir), embedded, paths, label, image_ids)
+
+
+def index_model_dir(index_dir: Path, manifest: store.IndexManifest) -> str:
+    """The model an index was built with: where it was, or where it is relative to the index
+    (the two folders moved together); the fingerprint check catches any other model."""
+    if os.path.exists(manifest.model_dir) or not manifest.model_dir_relative:
+        return manifest.model_dir
+    moved = os.path.normpath(index_dir.resolve() / manifest.model_dir_relative)
+    return moved if os.path.exists(moved) else manifest.model_dir
 
 
 def _check_label(label: str, unknown_label: str) -> None:
-    if not label.strip():
-        raise KenningError("enroll needs a non-empty --label")
+    check_label(label, "--label")
     if label == unknown_label:
         raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
 
 
 def _enroll_embedded(
     index_dir: Path, embedded: Embedded, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
-) -> int:
+) -> EnrollResult:
     if not embedded.ok.any():
-        raise KenningError("none of the images could be read; nothing was enrolled")
-    kept = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
-    ids = [str(i) for i, ok in zip(image_ids or [Path(p).name for p in paths], embedded.ok, strict=True) if ok]
-    store.enroll(index_dir, embedded.vectors, ids, [label] * len(kept), [str(Path(p).resolve()) for p in kept])
-    return len(kept)
+        raise KenningError(
+            f"none of the {len(paths)} image(s) could be read, nothing was enrolled: {'; '.join(embedded.errors)}"
+        )
+    positions = np.flatnonzero(embedded.ok)
+    names = [str(i) for i in (image_ids or [Path(p).name for p in paths])]
+    kept = [str(Path(paths[i]).resolve()) for i in positions]
+    done = store.enroll(
+        index_dir,
+        embedded.vectors,
+        [names[i] for i in positions],
+        [label] * len(kept),
+        kept,
+        [file_digest(p) for p in kept],
+    )
+    return EnrollResult(
+        added=done.image_ids,
+        already=[(str(paths[positions[i]]), image_id) for i, image_id in done.already],
+        errors=embedded.errors,
+        total=store.read_index_manifest(index_dir).count,
+    )
 
 
 def build_index(
@@ -174,28 +207,56 @@ def build_index(
 ) -> tuple[GalleryIndex, Calibration | None]:
     """Embed the labelled gallery images, index them (type chosen by size unless given), calibrate
     the unknown threshold (unless given, or not `calibrate`: a closed-set evaluation), save to `out`."""
+    store.check_index_dir(out)  # before hours of embedding, not after
     model, manifest = load_model(model_dir)
+    holdout = _readable_holdout(model_dir, manifest.fingerprint) if cfg.threshold is None and calibrate else None
     gallery = gallery[gallery["label"] != UNLABELLED]
     if gallery.empty:
         raise KenningError("the gallery has no labelled images to index")
+    if (gallery["label"] == cfg.unknown_label).any():
+        raise KenningError(
+            f"the gallery labels images {cfg.unknown_label!r}, the index's unknown label: an answer could not "
+            "tell them from 'no match'; rename them or set --unknown-label"
+        )
+    gallery = drop_duplicates(gallery, "gallery")
     index = GalleryIndex.new(manifest, model_dir, cfg, size=len(gallery))
+    index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
     recognizer = Recognizer(model, manifest, index, batch_size=cfg.batch_size, progress=progress)
     embedded = recognizer.embed(gallery["path"].tolist())
     rows = gallery[embedded.ok]
     index.add(
-        embedded.vectors, rows["image_id"].tolist(), rows["label"].tolist(), rows["path"].tolist(), progress=progress
+        embedded.vectors,
+        rows["image_id"].tolist(),
+        rows["label"].tolist(),
+        rows["path"].tolist(),
+        rows[DIGEST].tolist(),
+        progress=progress,
     )
     index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
     calibration = None
-    if cfg.threshold is None and calibrate:
-        holdout = load_holdout(model_dir)
-        if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
-            holdout = holdout[~holdout["label"].isin(set(index.table["label"]))]
-            holdout = holdout[~holdout["image_id"].isin(set(index.table["image_id"]))]
-        if holdout is not None and not holdout.empty:  # else no threshold: unknown is never answered
+    if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
+        holdout = holdout[~holdout["label"].isin(set(index.table["label"]))]
+        holdout = holdout[~holdout["image_id"].isin(set(index.table["image_id"]))]
+        if not holdout.empty:  # else no threshold: unknown is never answered
             calibration = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far)
             index.manifest = store.set_threshold(out, calibration.threshold, calibration.to_dict())
     return index, calibration
+
+
+def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame | None:
+    """The model's held-out images, refused up front (before the gallery is embedded) when too many
+    of their files are gone: a model moved without its data, or data deleted."""
+    holdout = load_holdout(model_dir)
+    if holdout is None or holdout.empty:
+        return holdout
+    missing = [p for p in holdout["path"] if not os.path.isfile(p)]
+    if len(missing) > MIN_UNREADABLE_SHARE * len(holdout):
+        raise KenningError(
+            f"cannot calibrate the unknown threshold: {len(missing)} of {len(holdout)} held-out images of model "
+            f"{fingerprint} are missing (first: {missing[0]}); put the data where {Path(model_dir) / 'holdout.csv'} "
+            "says, or pass --threshold"
+        )
+    return holdout
 
 
 def calibrate_on_holdout(
@@ -206,6 +267,7 @@ def calibrate_on_holdout(
     enrolled, queries = catalogue_split(holdout)
     emb_enrolled = recognizer.embed(enrolled["path"].tolist())
     emb_queries = recognizer.embed(queries["path"].tolist())
+    _check_calibration_set(emb_enrolled, emb_queries, recognizer.model_manifest.fingerprint)
     queries = queries[emb_queries.ok]
     enrolled_labels = enrolled["label"].to_numpy(dtype=object)[emb_enrolled.ok].astype(str)
     k = recognizer.index.manifest.k
@@ -222,7 +284,27 @@ def calibrate_on_holdout(
     known = set(enrolled_labels)
     unknown = recognizer.unknown_label
     actual = [lab if lab in known else unknown for lab in queries["label"]]
+    n_new = actual.count(unknown)
+    if n_new == 0 or n_new == len(actual):
+        raise KenningError(
+            f"cannot calibrate the unknown threshold: the held-out identities give {len(actual) - n_new} known and "
+            f"{n_new} new queries, and a threshold needs both; pass --threshold"
+        )
     return calibrate_threshold(recognizer.rank(merged), actual, unknown, objective, target_far)
+
+
+def _check_calibration_set(enrolled: Embedded, queries: Embedded, model: str) -> None:
+    """Refuse to calibrate on a held-out set that is mostly unreadable (data moved, deleted): a
+    threshold from it would be silently meaningless."""
+    errors = enrolled.errors + queries.errors
+    total = len(enrolled.ok) + len(queries.ok)
+    if len(errors) > MIN_UNREADABLE_SHARE * total:
+        raise KenningError(
+            f"cannot calibrate the unknown threshold: {len(errors)} of {total} held-out images of model {model} "
+            f"could not be read (first: {errors[0]}); put the data where holdout.csv says, or pass --threshold"
+        )
+    if errors:
+        warn(f"calibrating without {len(errors)} of {total} held-out images that could not be read")
 
 
 def merge_neighbours(a: Neighbours, b: Neighbours, k: int) -> Neighbours:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from kenning.config import load_config, parse_assignment
+from kenning.config import RANGES, load_config, parse_assignment
 from kenning.errors import KenningError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -75,3 +75,17 @@ def test_missing_and_invalid_config_file(tmp_path: Path) -> None:
     bad.write_text("train: [1, 2")
     with pytest.raises(KenningError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_every_numeric_key_refuses_values_out_of_range(key: str) -> None:
+    *open_low, low, high = RANGES[key]
+    outside = [high + 1] if high is not None else []
+    if low is not None:
+        outside.append(low if open_low else low - 1)
+    if isinstance(low, float) or isinstance(high, float):
+        outside += [float("nan"), float("inf")]
+    for value in outside:
+        with pytest.raises(KenningError, match=f"config key '{key}' must be"):
+            load_config(None, {key: value})
+    load_config(None, {key: high if high is not None else low + 1})  # the edge itself is allowed

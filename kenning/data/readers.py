@@ -1,19 +1,25 @@
-"""Readers for the layouts users bring, all returning one table: image_id, path, label, split.
+"""Readers for the layouts users bring, all returning one table: image_id, path, label, split, sha256.
 
 `label` is UNLABELLED ("") for images of no known identity: Humpback's `new_whale`, a
-non-landmark photo, or an empty label in the generic layout.
+non-landmark photo, or an empty label in the generic layout. Paths are absolute, so that what is
+stored from a table (a model's held-out set, an index's label table) works from any folder.
+Labels follow `kenning.labels`; an image listed twice, by path or by content, is kept once.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
+from kenning.data.duplicates import DIGEST, drop_duplicates
 from kenning.errors import KenningError
+from kenning.labels import label_problem
+from kenning.paths import path_kind, require_file
 
 UNLABELLED = ""
-COLUMNS = ["image_id", "path", "label", "split"]
+COLUMNS = ["image_id", "path", "label", "split", DIGEST]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 WHALE_UNKNOWN = "new_whale"
 EVAL_SPLITS = ("test", "val")
@@ -26,12 +32,14 @@ def read_dataset(root: str | Path) -> pd.DataFrame:
     train.csv with Image,Id -> Humpback Whale; otherwise one sub-folder per class.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise KenningError(f"data folder not found: {root}")
-    if (root / "labels.csv").is_file():
+    kind = path_kind(root)
+    if kind != "a folder":
+        raise KenningError(f"data folder not found: {root}" if kind is None else f"data folder {root} is {kind}")
+    root = Path(os.path.abspath(root))
+    if path_kind(root / "labels.csv") is not None:
         return read_generic(root)
     train_csv = root / "train.csv"
-    if train_csv.is_file():
+    if path_kind(train_csv) is not None:
         columns = set(_read_csv(train_csv, nrows=0).columns)
         if {"id", "landmark_id"} <= columns:
             return read_landmark(root)
@@ -49,7 +57,7 @@ def read_generic(root: Path) -> pd.DataFrame:
     df = _read_csv(csv)
     _require(df, csv, ["image", "label"])
     split = df["split"].fillna("train").astype(str) if "split" in df else "train"
-    return _table(df["image"].astype(str), root / df["image"].astype(str), df["label"], split)
+    return _table(df["image"].astype(str), [root / i for i in df["image"].astype(str)], df["label"], split, csv)
 
 
 def read_landmark(root: Path) -> pd.DataFrame:
@@ -59,7 +67,7 @@ def read_landmark(root: Path) -> pd.DataFrame:
     _require(df, csv, ["id", "landmark_id"])
     ids = df["id"].astype(str)
     paths = [root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids]
-    return _table(ids, paths, df["landmark_id"], "train")
+    return _table(ids, paths, df["landmark_id"], "train", csv)
 
 
 def read_whale(root: Path) -> pd.DataFrame:
@@ -69,7 +77,7 @@ def read_whale(root: Path) -> pd.DataFrame:
     _require(df, csv, ["Image", "Id"])
     labels = df["Id"].astype(str).where(df["Id"].astype(str) != WHALE_UNKNOWN, UNLABELLED)
     images = df["Image"].astype(str)
-    return _table(images, root / "train" / images, labels, "train")
+    return _table(images, [root / "train" / i for i in images], labels, "train", csv)
 
 
 def read_folders(root: Path) -> pd.DataFrame:
@@ -83,7 +91,7 @@ def read_folders(root: Path) -> pd.DataFrame:
             f"no dataset found in {root}: expected labels.csv, train.csv or one sub-folder of images per class"
         )
     ids, paths, labels = zip(*rows, strict=True)
-    return _table(pd.Series(ids), list(paths), pd.Series(labels), "train")
+    return _table(pd.Series(ids), list(paths), pd.Series(labels), "train", root)
 
 
 QUERY_COLUMNS = ("path", "image", "Image", "id")
@@ -98,14 +106,18 @@ def read_query_list(source: str | Path) -> pd.DataFrame:
         paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise KenningError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {source}")
-        return pd.DataFrame({"name": [p.name for p in paths], "path": [str(p) for p in paths]})
-    if not source.is_file():
-        raise KenningError(f"query list not found: {source}")
-    df = _read_csv(source)
+        names = pd.Series([p.name for p in paths])
+        if names.duplicated().any():  # camA/IMG_1.jpg and camB/IMG_1.jpg: one key each in the submission
+            names = pd.Series([p.relative_to(source).as_posix() for p in paths])
+        return pd.DataFrame({"name": names.tolist(), "path": [str(p) for p in paths]})
+    df = _read_csv(require_file(source, "query list"))
     column = next((c for c in QUERY_COLUMNS if c in df.columns), None)
     if column is None:
         raise KenningError(f"{source} has columns {list(df.columns)}; expected one of {', '.join(QUERY_COLUMNS)}")
     names = df[column].astype(str)
+    if names.duplicated().any():
+        again = names[names.duplicated()].iloc[0]
+        raise KenningError(f"{source}: {column} {again!r} is listed twice; a submission holds one row per image")
     files = names + ".jpg" if column == "id" else names
     return pd.DataFrame({"name": names.tolist(), "path": [str(source.parent / f) for f in files]})
 
@@ -126,6 +138,7 @@ def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
 
 
 def _read_csv(csv: Path, nrows: int | None = None) -> pd.DataFrame:
+    require_file(csv, "CSV file")
     try:
         return pd.read_csv(csv, nrows=nrows, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -141,13 +154,22 @@ def _require(df: pd.DataFrame, csv: Path, columns: list[str]) -> None:
         )
 
 
-def _table(image_ids, paths, labels, split) -> pd.DataFrame:
+def _table(image_ids, paths, labels, split, source: Path) -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "image_id": list(image_ids),
-            "path": [str(p) for p in paths],
+            "path": [os.path.normpath(p) for p in paths],
             "label": pd.Series(list(labels), dtype=str).fillna(UNLABELLED).str.strip().to_numpy(),
             "split": split,
         }
     )
-    return df[COLUMNS]
+    _check_labels(df["label"], source)
+    return drop_duplicates(df, str(source))[COLUMNS]
+
+
+def _check_labels(labels: pd.Series, source: Path) -> None:
+    for label in labels.unique():
+        problem = None if label == UNLABELLED else label_problem(label)
+        if problem is not None:
+            row = int((labels == label).to_numpy().argmax()) + 1
+            raise KenningError(f"{source}: row {row}: label {label!r} {problem}")

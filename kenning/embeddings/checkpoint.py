@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kenning.atomic import atomic_save, atomic_write_json
+from kenning.atomic import ANY_TEMPORARY, atomic_save, atomic_write_json
 from kenning.config import ModelConfig
 from kenning.embeddings.model import EmbeddingNet, create_model
 from kenning.errors import KenningError
 from kenning.manifests import read_manifest as read_json_manifest
+from kenning.paths import require_file
 
 FORMAT = "kenning-model/1"
 WEIGHTS = "model.pt"
@@ -108,13 +110,37 @@ def load_model(model_dir: str | Path) -> tuple[EmbeddingNet, ModelManifest]:
     return model, manifest
 
 
+# What train-embed writes into a model folder; a folder holding anything else is not one of Kenning's.
+MODEL_FILES = {WEIGHTS, MANIFEST, HOLDOUT, "train_log.json", "training_curves.png", "checkpoints"}
+
+
+def is_model_dir(directory: Path) -> bool:
+    """A model folder (its manifest must read as one), or one holding only what training writes."""
+    if (directory / MANIFEST).exists():
+        read_manifest(directory)  # a foreign or damaged manifest is refused, by name
+        return True
+    return all(p.name in MODEL_FILES or ANY_TEMPORARY.match(p.name) for p in directory.iterdir())
+
+
 def save_holdout(out: str | Path, table: pd.DataFrame) -> None:
+    """`path` relative to the model directory (so model and data moved together still work) and
+    `source_path` absolute (so the model directory moved alone still finds the data)."""
+    root = Path(out).resolve()
+    absolute = [os.path.abspath(p) for p in table["path"]]
+    table = table.assign(path=[os.path.relpath(p, root) for p in absolute], source_path=absolute)
     atomic_save(Path(out) / HOLDOUT, lambda p: table.to_csv(p, index=False))
 
 
 def load_holdout(model_dir: str | Path) -> pd.DataFrame | None:
-    """Images of training identities the model never saw, kept to calibrate the unknown threshold."""
+    """Images of training identities the model never saw, kept to calibrate the unknown threshold;
+    paths resolved from wherever Kenning runs."""
     path = Path(model_dir) / HOLDOUT
-    if not path.is_file():
+    if not path.exists():
         return None
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = pd.read_csv(require_file(path, "held-out list"), dtype=str, keep_default_na=False)
+    if "source_path" not in table:  # written before paths were relative to the model directory
+        return table
+    root = Path(model_dir).resolve()
+    here = [os.path.normpath(root / rel) for rel in table["path"]]
+    paths = [h if os.path.exists(h) else src for h, src in zip(here, table["source_path"], strict=True)]
+    return table.assign(path=paths).drop(columns="source_path")

@@ -1,7 +1,8 @@
 """Score an index on labelled query images: retrieval, Kaggle and open-set figures.
 
-A query that is itself in the gallery is matched leave-one-out: its own entry is excluded, and
-its stored vector is reused (the same embedding the model gives it). Its right answer is its
+A query that is itself in the gallery (by image id, or by the same bytes under another name) is
+matched leave-one-out: its own entry is excluded, and its stored vector is reused (the same
+embedding the model gives it); a copy of it can never count as its match. Its right answer is its
 label when another gallery image has that label, else the unknown label.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kenning.atomic import atomic_save, atomic_write_json
+from kenning.data.duplicates import DIGEST, file_digests
 from kenning.data.readers import UNLABELLED
 from kenning.errors import KenningError
 from kenning.eval.metrics import (
@@ -53,7 +55,8 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
     if queries.empty:
         raise KenningError("no query images to evaluate")
     index = recognizer.index
-    own_ids = index.ids_of_images(queries["image_id"].tolist())
+    digests = queries[DIGEST].tolist() if DIGEST in queries else file_digests(queries["path"].tolist())
+    own_ids = index.ids_of_images(queries["image_id"].tolist(), digests)
     vectors = np.zeros((len(queries), index.manifest.embedding_dim), dtype=np.float32)
     ok = np.ones(len(queries), dtype=bool)
     in_gallery = own_ids >= 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from kenning.errors import KenningError
 from kenning.eval.metrics import global_average_precision, map_at_k
 from kenning.eval.submission import FORMATS
+from kenning.paths import require_file
 
 COLUMNS = {  # (submission, solution) header of each format
     "whale": (("Image", "Id"), ("Image", "Id")),
@@ -36,9 +37,7 @@ class Row:
 def read_rows(path: str | Path, columns: tuple[str, str]) -> list[Row]:
     """(line, key, value) of each data row; refuses a missing header column, a short or long row,
     an empty or repeated key."""
-    path = Path(path)
-    if not path.is_file():
-        raise KenningError(f"file not found: {path}")
+    path = require_file(path)
     rows: list[Row] = []
     seen: dict[str, int] = {}
     for line, header, fields in _records(path):

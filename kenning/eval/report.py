@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kenning.atomic import atomic_write_json, atomic_write_text
+from kenning.atomic import ANY_TEMPORARY, atomic_write_json, atomic_write_text
 from kenning.eval.calibration import describe_calibration, sweep, threshold_grid
 from kenning.eval.evaluate import EvalResult, write_eval
 from kenning.eval.plots import (
@@ -32,6 +32,12 @@ CAPTIONS = {
     "images with label and cosine similarity; green when the label is the query's.",
     "per_identity.png": "Top-1 accuracy of each known identity against how many of its images the gallery holds.",
 }
+
+
+def is_report_dir(directory: Path) -> bool:
+    """A folder holding only what `write_report` writes (a report written there before)."""
+    own = {"metrics.json", "predictions.csv", "report.html", *CAPTIONS}
+    return all(p.name in own or ANY_TEMPORARY.match(p.name) for p in directory.iterdir())
 
 
 def write_report(result: EvalResult, out: str | Path, title: str = "Kenning evaluation") -> Path:

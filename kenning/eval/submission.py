@@ -7,6 +7,7 @@ with `label confidence` for the top answer, empty when the top answer is unknown
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def submission_table(
         for a in answers:
             top_known = isinstance(a, Prediction) and a.labels and a.labels[0] != unknown_label
             cells.append(f"{a.labels[0]} {a.confidences[0]:.6f}" if top_known else "")
-        return pd.DataFrame({"id": [str(Path(n).stem) for n in names], "landmarks": cells})
+        return pd.DataFrame({"id": [os.path.splitext(n)[0] for n in names], "landmarks": cells})
     raise ValueError(f"unknown submission format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

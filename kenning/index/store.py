@@ -2,7 +2,7 @@
 
 Layout (G is a generation number; a manifest names the files of its generation):
 - `base-G.faiss` / `base-G.ann`: the bulk of the gallery, written by `build-index` and `--compact`;
-- `base-G.parquet`: its label table (id, image_id, label, path, enrolled_at);
+- `base-G.parquet`: its label table (id, image_id, label, path, enrolled_at, sha256 of the file);
 - `delta-G.parquet`: enrolments since, rows with their vectors (searched exactly in memory);
 - `removed-G.npy`: ids of base entries forgotten since;
 - `manifest.json`: model fingerprint, embedding size, backend, counts, threshold, file names.
@@ -11,12 +11,19 @@ Enroll and forget write only the small files, so they take milliseconds at a mil
 (rewriting a 2 GB base per enrolment would take seconds) and work for Annoy, which cannot add
 or remove after building. Every write goes to new files and commits by renaming the manifest,
 under an exclusive lock: a crash leaves the old index, two writers never lose each other's rows.
+
+Kenning deletes only files it made: generation files by their exact names once no manifest names
+them, and the temporaries of writers that were killed, each while holding the lock. It writes
+only into a new or empty folder or an index of its own. Image ids are unique among the live
+images, and so are file contents: the same bytes enrolled again under the same label are a no-op,
+under another label a refusal.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
+import re
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -28,10 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kenning.atomic import atomic_save, atomic_save_array, atomic_write_json
-from kenning.config import IndexConfig
+from kenning.atomic import atomic_save, atomic_save_array, atomic_write_json, sweep_temporaries, temporary_name
+from kenning.config import IndexConfig, check_value
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
 from kenning.index.backend import SUFFIX, VectorIndex, create_index, load_index
@@ -39,11 +47,15 @@ from kenning.index.faiss_index import FaissIndex
 from kenning.index.lock import index_lock
 from kenning.index.topk import select_top
 from kenning.manifests import read_manifest
+from kenning.paths import require_output_dir
 
 FORMAT = "kenning-index/2"
 MANIFEST = "manifest.json"
-TABLE_COLUMNS = ["id", "image_id", "label", "path", "enrolled_at"]
-GENERATION_PREFIXES = ("base-", "delta-", "removed-")
+TABLE_COLUMNS = ["id", "image_id", "label", "path", "enrolled_at", "sha256"]
+_GENERATION = r"(?:base-\d+\.(?:faiss|ann|ann\.ids\.npy|parquet)|delta-\d+\.parquet|removed-\d+\.npy)"
+GENERATION_FILE = re.compile(rf"^{_GENERATION}$")  # the only names a commit ever deletes
+TEMPORARY_FILE = temporary_name(rf"{_GENERATION}|manifest\.json")
+OWN_FILE = re.compile(rf"^(?:{_GENERATION}|manifest\.json|index\.lock)$")
 
 
 @dataclass
@@ -68,11 +80,27 @@ class IndexManifest:
     base_table: str = ""
     delta_file: str = ""
     removed_file: str = ""
+    model_dir_relative: str = ""  # model_dir relative to the index: found again when both are moved together
     format: str = FORMAT
 
 
 def empty_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="int64" if c == "id" else str) for c in TABLE_COLUMNS})
+
+
+def _complete(table: pd.DataFrame) -> pd.DataFrame:
+    """A label table read from disk, with the columns older indexes lack (no digest: "")."""
+    return table if "sha256" in table else table.assign(sha256="")
+
+
+@dataclass
+class Enrolment:
+    """What `enroll` did with each photo it was given."""
+
+    ids: np.ndarray  # index ids of the photos added
+    image_ids: list[str]  # their image ids: the given name, or made unique when the index holds it
+    positions: list[int]  # which of the given photos were added
+    already: list[tuple[int, str]]  # (position, image id) of photos whose bytes this label already has
 
 
 @dataclass
@@ -131,13 +159,19 @@ class GalleryIndex:
         return self._table
 
     def add(
-        self, vectors: np.ndarray, image_ids: list[str], labels: list[str], paths: list[str], progress: bool = False
+        self,
+        vectors: np.ndarray,
+        image_ids: list[str],
+        labels: list[str],
+        paths: list[str],
+        digests: list[str] | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
         """Add to the bulk index (building a gallery); enrolments into a saved index go through `enroll`."""
         _check_dim(vectors, self.manifest.embedding_dim)
         ids = np.arange(self.manifest.next_id, self.manifest.next_id + len(vectors), dtype=np.int64)
         self.base.add(vectors, ids, progress=progress)
-        self.base_table = _concat(self.base_table, _rows(ids, image_ids, labels, paths))
+        self.base_table = _concat(self.base_table, _rows(ids, image_ids, labels, paths, digests))
         self.manifest.next_id += len(vectors)
         self._set_changes(self.delta, self.removed)
         return ids
@@ -182,11 +216,14 @@ class GalleryIndex:
         out = np.where(rows >= 0, paths[np.maximum(rows, 0)] if len(paths) else "", "")
         return out.reshape(ids.shape)
 
-    def ids_of_images(self, image_ids: list[str]) -> np.ndarray:
-        """Index id of each image id, -1 for those not in the gallery."""
-        lookup = pd.Series(self.table["id"].to_numpy(), index=self.table["image_id"].to_numpy())
-        lookup = lookup[~lookup.index.duplicated(keep="first")]
-        return lookup.reindex(image_ids).fillna(-1).to_numpy(dtype=np.int64)
+    def ids_of_images(self, image_ids: list[str], digests: list[str] | None = None) -> np.ndarray:
+        """Index id of each image: by image id, else (given `digests`) by the same bytes under
+        another name; -1 for those not in the gallery."""
+        found = _lookup(self.table, "image_id", image_ids)
+        if digests is not None:
+            by_bytes = _lookup(self.table[self.table["sha256"] != ""], "sha256", [d or "-" for d in digests])
+            found = np.where(found >= 0, found, by_bytes)
+        return found
 
     def label_counts(self) -> pd.Series:
         return self.table["label"].value_counts()
@@ -200,7 +237,7 @@ class GalleryIndex:
 
     def save(self, directory: str | Path, progress: bool = False) -> None:
         """Write everything as a new generation (after building); enrolments and removals are kept."""
-        directory = Path(directory)
+        directory = check_index_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with index_lock(directory):
             self._save_locked(directory, progress)
@@ -257,7 +294,7 @@ class GalleryIndex:
                 manifest.index_type,
                 manifest.search_params,
             )
-            base_table = pd.read_parquet(directory / manifest.base_table)
+            base_table = _complete(pd.read_parquet(directory / manifest.base_table))
             delta = _read_delta(directory, manifest)
             removed = _read_array(directory / manifest.removed_file)
         except (FileNotFoundError, KenningError):  # missing files: retried by load; ours: already one line
@@ -298,23 +335,91 @@ class GalleryIndex:
 
 
 def enroll(
-    directory: str | Path, vectors: np.ndarray, image_ids: list[str], labels: list[str], paths: list[str]
-) -> np.ndarray:
-    """Add images to the side index of a saved index without touching its base; returns their ids."""
+    directory: str | Path,
+    vectors: np.ndarray,
+    image_ids: list[str],
+    labels: list[str],
+    paths: list[str],
+    digests: list[str] | None = None,
+) -> Enrolment:
+    """Add images to the side index of a saved index without touching its base.
+
+    Checked against the live images under the lock: an image id the index holds is made unique
+    (`IMG_0001-<first 8 hex of its sha256>.jpg`), so `forget --id` never removes two photos; bytes
+    the index holds under the same label are skipped (reported in `already`), under another label
+    refused, and nothing is written."""
     directory = Path(directory)
+    digests = list(digests) if digests is not None else [""] * len(image_ids)  # "": no content to compare
     with _writer_lock(directory):
         manifest = read_index_manifest(directory)
         _check_dim(vectors, manifest.embedding_dim)
         delta = _read_delta(directory, manifest)
-        ids = np.arange(manifest.next_id, manifest.next_id + len(vectors), dtype=np.int64)
-        delta = Delta(
-            _concat(delta.table, _rows(ids, image_ids, labels, paths)),
-            np.concatenate([delta.vectors, np.asarray(vectors, np.float32)]),
-        )
-        _commit_changes(
-            directory, manifest, delta, None, count=manifest.count + len(ids), next_id=manifest.next_id + len(ids)
-        )
-    return ids
+        candidates = [c for name, digest in zip(image_ids, digests, strict=True) for c in _id_candidates(name, digest)]
+        live = _live_rows(directory, manifest, delta, candidates, [d for d in digests if d])
+        taken = set(live["image_id"])
+        owner = dict(zip(live["sha256"], zip(live["image_id"], live["label"], strict=True), strict=True))
+        owner.pop("", None)
+        positions, new_ids, already = [], [], []
+        for i, (name, label, path, digest) in enumerate(zip(image_ids, labels, paths, digests, strict=True)):
+            if digest in owner:
+                held_id, held_label = owner[digest]
+                if held_label != label:
+                    raise KenningError(
+                        f"{path} is already in index {directory} as {held_id!r} of {held_label!r}: forget it "
+                        f"there before enrolling it as {label!r}; nothing was enrolled"
+                    )
+                already.append((i, held_id))
+                continue
+            image_id = _unique_image_id(name, digest, taken)
+            taken.add(image_id)
+            if digest:
+                owner[digest] = (image_id, label)
+            positions.append(i)
+            new_ids.append(image_id)
+        ids = np.arange(manifest.next_id, manifest.next_id + len(positions), dtype=np.int64)
+        if len(ids):
+            pick = [labels, paths, digests]
+            rows = _rows(ids, new_ids, *([column[i] for i in positions] for column in pick))
+            added = np.asarray(vectors, np.float32)[positions]
+            delta = Delta(_concat(delta.table, rows), np.concatenate([delta.vectors, added]))
+            count, next_id = manifest.count + len(ids), manifest.next_id + len(ids)
+            _commit_changes(directory, manifest, delta, None, count=count, next_id=next_id)
+    return Enrolment(ids, new_ids, positions, already)
+
+
+def _live_rows(
+    directory: Path, manifest: IndexManifest, delta: Delta, image_ids: list[str], digests: list[str]
+) -> pd.DataFrame:
+    """image_id, label, sha256 of the answerable images (base not forgotten, enrolments) that have
+    one of `image_ids` or `digests`: filtered in Arrow, so enrolling beside a million-image base reads
+    two columns and builds no Python set of a million ids."""
+    path = directory / manifest.base_table
+    names = pq.read_schema(path).names
+    base = pq.read_table(path, columns=[c for c in ("id", "image_id", "label", "sha256") if c in names])
+    hit = pc.is_in(base["image_id"], value_set=pa.array(image_ids, pa.string()))
+    if "sha256" in names:
+        hit = pc.or_(hit, pc.is_in(base["sha256"], value_set=pa.array(digests, pa.string())))
+    rows = _complete(base.filter(hit).to_pandas())
+    rows = rows[~rows["id"].isin(_read_array(directory / manifest.removed_file))]
+    columns = ["image_id", "label", "sha256"]
+    return _concat(rows[columns], delta.table[columns])
+
+
+ID_TRIES = 10  # IMG_1.jpg, IMG_1-<sha8>.jpg, IMG_1-<sha8>-2.jpg, ...
+
+
+def _id_candidates(name: str, digest: str) -> list[str]:
+    stem, suffix = os.path.splitext(name)
+    tag = digest[:8] or "copy"
+    return [name, f"{stem}-{tag}{suffix}", *(f"{stem}-{tag}-{n}{suffix}" for n in range(2, ID_TRIES))]
+
+
+def _unique_image_id(name: str, digest: str, taken: set[str]) -> str:
+    """The first free candidate; `taken` holds every live id among the candidates."""
+    free = next((c for c in _id_candidates(name, digest) if c not in taken), None)
+    if free is None:
+        raise KenningError(f"cannot give {name!r} a unique image id: {ID_TRIES} variants are taken; rename the file")
+    return free
 
 
 def forget(directory: str | Path, labels: Sequence[str] = (), image_ids: Sequence[str] = ()) -> int:
@@ -388,10 +493,15 @@ def set_threshold(directory: str | Path, threshold: float | None, calibration: d
 
 def read_index_manifest(directory: Path) -> IndexManifest:
     manifest = read_manifest(directory / MANIFEST, IndexManifest, FORMAT, "index")
-    if manifest.threshold is not None and not (
-        isinstance(manifest.threshold, int | float) and math.isfinite(manifest.threshold)
-    ):
-        raise KenningError(f"{directory / MANIFEST}: threshold {manifest.threshold!r} is not a finite number")
+    for key in ("threshold", "k", "power"):
+        value = getattr(manifest, key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number or (key == "threshold" and value is None)):
+            raise KenningError(f"{directory / MANIFEST}: {key} {value!r} is not a finite number")
+        try:
+            check_value(f"index.{key}", value)
+        except KenningError as exc:
+            raise KenningError(f"{directory / MANIFEST}: {exc}") from None
     if manifest.backend not in SUFFIX or not manifest.base_file.endswith(SUFFIX[manifest.backend]):
         raise KenningError(
             f"{directory / MANIFEST}: backend {manifest.backend!r} does not match its file {manifest.base_file!r}"
@@ -405,6 +515,19 @@ def check_model(manifest: IndexManifest, model: ModelManifest) -> None:
             f"index was built with model {manifest.model_fingerprint} ({manifest.model_dir}), "
             f"not with model {model.fingerprint}: rebuild the index or use its model"
         )
+
+
+def is_index_dir(directory: Path) -> bool:
+    """A folder holding an index (its manifest must read as one), or only files an index build makes."""
+    if (directory / MANIFEST).exists():
+        read_index_manifest(directory)  # a foreign or damaged manifest is refused, by name
+        return True
+    return all(OWN_FILE.match(p.name) or TEMPORARY_FILE.match(p.name) for p in directory.iterdir())
+
+
+def check_index_dir(directory: str | Path) -> Path:
+    """Where an index may be written: a new or empty folder, or an index (which the write replaces)."""
+    return require_output_dir(directory, "index folder", is_index_dir)
 
 
 def _writer_lock(directory: Path) -> AbstractContextManager[None]:
@@ -437,18 +560,38 @@ def _check_dim(vectors: np.ndarray, dim: int) -> None:
 
 
 def _commit(directory: Path, manifest: IndexManifest) -> None:
-    """The manifest rename is the commit; then files no manifest names any more are removed."""
+    """The manifest rename is the commit; then the generation files no manifest names any more, and
+    temporaries of killed writers, are removed (under the lock: no other writer is running)."""
     atomic_write_json(directory / MANIFEST, dataclasses.asdict(manifest))
     keep = [manifest.base_file, manifest.base_table, manifest.delta_file, manifest.removed_file]
     for path in directory.iterdir():
         name = path.name
-        if name.startswith(GENERATION_PREFIXES) and not any(name.startswith(k) for k in keep):
+        if GENERATION_FILE.match(name) and not any(name == k or name.startswith(f"{k}.") for k in keep):
             path.unlink(missing_ok=True)
+    sweep_temporaries(directory, TEMPORARY_FILE)
 
 
-def _rows(ids: np.ndarray, image_ids: list[str], labels: list[str], paths: list[str]) -> pd.DataFrame:
+def _rows(
+    ids: np.ndarray, image_ids: list[str], labels: list[str], paths: list[str], digests: list[str] | None = None
+) -> pd.DataFrame:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return pd.DataFrame({"id": ids, "image_id": image_ids, "label": labels, "path": paths, "enrolled_at": now})
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "image_id": image_ids,
+            "label": labels,
+            "path": paths,
+            "enrolled_at": now,
+            "sha256": list(digests) if digests is not None else "",
+        }
+    )
+
+
+def _lookup(table: pd.DataFrame, column: str, keys: list[str]) -> np.ndarray:
+    """The id of the first row whose `column` equals each key, -1 where none does."""
+    lookup = pd.Series(table["id"].to_numpy(), index=table[column].to_numpy())
+    lookup = lookup[~lookup.index.duplicated(keep="first")]
+    return lookup.reindex(keys).fillna(-1).to_numpy(dtype=np.int64)
 
 
 def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -469,7 +612,7 @@ def _read_delta(directory: Path, manifest: IndexManifest) -> Delta:
     table = pq.read_table(directory / manifest.delta_file)
     column = table.column("vector").combine_chunks()
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    rows = table.drop(["vector"]).to_pandas()
+    rows = _complete(table.drop(["vector"]).to_pandas())
     return Delta(rows, vectors.reshape(len(rows), manifest.embedding_dim))
 
 

@@ -52,7 +52,7 @@ def _index(backend: str = "faiss", index_type: str = "auto", n: int = 40) -> Gal
 
 
 def _generation_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith(store.GENERATION_PREFIXES))
+    return sorted(p.name for p in directory.iterdir() if store.GENERATION_FILE.match(p.name))
 
 
 def _top_labels(index: GalleryIndex, queries: np.ndarray, k: int = 3) -> list[list[str]]:
@@ -82,8 +82,8 @@ def test_enroll_forget_compact(backend: str, index_type: str, tmp_path: Path) ->
     index = GalleryIndex.load(tmp_path)
     base_file = index.manifest.base_file
     new = _unit(2, 99)
-    ids = store.enroll(tmp_path, new, ["n0", "n1"], ["newcomer", "newcomer"], ["/p/n0.jpg", "/p/n1.jpg"])
-    assert ids.tolist() == [40, 41]
+    done = store.enroll(tmp_path, new, ["n0", "n1"], ["newcomer", "newcomer"], ["/p/n0.jpg", "/p/n1.jpg"])
+    assert done.ids.tolist() == [40, 41] and done.image_ids == ["n0", "n1"]
     index.refresh(tmp_path)
     assert index.manifest.base_file == base_file  # the bulk index was not rewritten
     assert _top_labels(index, new[:1])[0][0] == "newcomer" and len(index) == 42
