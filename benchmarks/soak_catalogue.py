@@ -222,11 +222,12 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "soak_catalogue.json").write_text(json.dumps(result, indent=2) + "\n")
     ops = result["operations_acknowledged"]
+    lo, hi = args.kill_every
     lines = [
         "# Soak: random enrol / forget / compact under random SIGKILLs",
         "",
-        f"`python benchmarks/soak_catalogue.py --seconds {args.seconds:g}`: {args.workers} processes, one index of "
-        f"{BASE} base images, {kills} SIGKILLs.",
+        f"`python benchmarks/soak_catalogue.py --seconds {args.seconds:g} --kill-every {lo:g} {hi:g}`: "
+        f"{args.workers} processes, one index of {BASE} base images, {kills} SIGKILLs.",
         "",
         f"- acknowledged: {ops['enroll']} enrolments, {ops['forget']} forgets, {ops['compact']} compactions",
         f"- in doubt (killed between intent and ack): {result['operations_in_doubt']}, of which enrolments found "

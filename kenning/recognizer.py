@@ -30,7 +30,8 @@ from kenning.index.store import GalleryIndex
 from kenning.index.voting import Prediction, RankedLabels, place_unknown, rank_labels
 from kenning.labels import check_label
 
-MIN_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
+MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
+FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
 
 
 @dataclass
@@ -250,7 +251,7 @@ def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame |
     if holdout is None or holdout.empty:
         return holdout
     missing = [p for p in holdout["path"] if not os.path.isfile(p)]
-    if len(missing) > MIN_UNREADABLE_SHARE * len(holdout):
+    if len(missing) > MAX_UNREADABLE_SHARE * len(holdout):
         raise KenningError(
             f"cannot calibrate the unknown threshold: {len(missing)} of {len(holdout)} held-out images of model "
             f"{fingerprint} are missing (first: {missing[0]}); put the data where {Path(model_dir) / 'holdout.csv'} "
@@ -290,6 +291,8 @@ def calibrate_on_holdout(
             f"cannot calibrate the unknown threshold: the held-out identities give {len(actual) - n_new} known and "
             f"{n_new} new queries, and a threshold needs both; pass --threshold"
         )
+    if len(actual) < FEW_CALIBRATION_QUERIES:
+        warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
     return calibrate_threshold(recognizer.rank(merged), actual, unknown, objective, target_far)
 
 
@@ -298,7 +301,7 @@ def _check_calibration_set(enrolled: Embedded, queries: Embedded, model: str) ->
     threshold from it would be silently meaningless."""
     errors = enrolled.errors + queries.errors
     total = len(enrolled.ok) + len(queries.ok)
-    if len(errors) > MIN_UNREADABLE_SHARE * total:
+    if len(errors) > MAX_UNREADABLE_SHARE * total:
         raise KenningError(
             f"cannot calibrate the unknown threshold: {len(errors)} of {total} held-out images of model {model} "
             f"could not be read (first: {errors[0]}); put the data where holdout.csv says, or pass --threshold"

@@ -246,7 +246,7 @@ class GalleryIndex:
         gen = _next_generation(directory, self.manifest)
         base_file = f"base-{gen}{SUFFIX[self.manifest.backend]}"
         self.base.save(directory / base_file, progress=progress)
-        atomic_save(directory / f"base-{gen}.parquet", lambda p: self.base_table.to_parquet(p, index=False))
+        atomic_save(directory / f"base-{gen}.parquet", lambda p: _write_table(self.base_table, p))
         _write_delta(directory / f"delta-{gen}.parquet", self.delta)
         atomic_save_array(directory / f"removed-{gen}.npy", self.removed)
         self.manifest = dataclasses.replace(
@@ -598,6 +598,13 @@ def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     if not len(b):
         return a
     return pd.concat([a, b], ignore_index=True) if len(a) else b.reset_index(drop=True)
+
+
+def _write_table(table: pd.DataFrame, path: Path) -> None:
+    # Dictionary-encoding a column of unique values (ids, digests) makes it several times slower to
+    # read, and every enrolment reads image_id and sha256 of the whole base table.
+    arrow = pa.Table.from_pandas(table[TABLE_COLUMNS], preserve_index=False)
+    pq.write_table(arrow, path, use_dictionary=["label", "path", "enrolled_at"])
 
 
 def _write_delta(path: Path, delta: Delta) -> None:

@@ -128,6 +128,9 @@ def test_malformed_dataset_csv_is_one_line(kind: str, corpus: Corpus, trained_mo
     assert not out.exists()
     assert_refused(cli("train-embed", "--data", data, "--out", tmp_path / "model"), "labels.csv")
     assert not (tmp_path / "model").exists()
+    report = tmp_path / "report"
+    assert_refused(cli("eval", "--protocol", "reid", "--model", trained_model, "--data", data, "--report", report))
+    assert not report.exists()
 
 
 @pytest.mark.parametrize("kind", ["newline", "tab", "nul", "escape", "bidi_override", "line_separator", "too_long"])
@@ -137,6 +140,17 @@ def test_hostile_label_is_refused_by_enroll(kind: str, corpus: Corpus, index_cop
     assert_refused(run, "--label")
     assert "\n" not in run.stderr.rstrip("\n")  # a newline in the label is shown escaped, not printed
     assert snapshot(index_copy) == before
+
+
+def test_forget_with_hostile_or_unknown_names_changes_nothing(corpus: Corpus, index_copy: Path, tmp_path: Path) -> None:
+    before = snapshot(index_copy)
+    for label in corpus.hostile_labels.values():
+        assert_refused(cli("forget", "--index", index_copy, "--label", label), "nothing to forget")
+    assert_refused(cli("forget", "--index", index_copy, "--id", "../../etc/passwd"), "nothing to forget")
+    assert_refused(cli("forget", "--index", tmp_path, "--label", "x"), "not a Kenning index")
+    assert_refused(cli("forget", "--index", index_copy), "needs --label")
+    assert snapshot(index_copy) == before
+    assert not (tmp_path / "index.lock").exists()  # a mistyped index path is not created
 
 
 def test_paths_of_the_wrong_kind(
@@ -155,6 +169,7 @@ def test_paths_of_the_wrong_kind(
     assert_refused(cli("eval", "--index", index_copy, "--data", demo_dir, "--report", a_file), "is a regular file")
     assert_refused(cli("build-index", "--model", trained_model, "--data", demo_dir, "--out", a_file), "not a folder")
     assert_refused(cli("train-embed", "--data", demo_dir, "--out", a_file), "not a folder")
+    assert_refused(cli("demo-data", a_file), "not a folder")
     assert_refused(cli("query", corpus.good[0], "--index", trained_model), "unsupported index format")
     assert_refused(cli("query", corpus.good[0], "--index", tmp_path / "nowhere"), "not a Kenning index")
     assert_refused(cli("query", corpus.good[0], "--index", index_copy, "--model", index_copy), "model format")
