@@ -343,10 +343,10 @@ def enroll(
 
     result = enroll_images(index, [str(p) for p in images], label, model)
     for path, image_id in result.already:
-        typer.echo(f"notice: {one_line(path)} is already enrolled as {one_line(label)!r} (image id {image_id!r})")
+        typer.echo(f"notice: {one_line(path)} is already enrolled as {label!r} (image id {image_id!r})")
     ids = f" (image ids: {', '.join(result.added)})" if result.added else ""
     typer.echo(
-        f"enrolled {len(result.added)} of {len(images)} image(s) as {one_line(label)!r}{one_line(ids)}; "
+        f"enrolled {len(result.added)} of {len(images)} image(s) as {label!r}{one_line(ids)}; "
         f"the index now holds {result.total} images"
     )
     for line in result.errors:

@@ -111,7 +111,7 @@ def load_model(model_dir: str | Path) -> tuple[EmbeddingNet, ModelManifest]:
 
 
 # What train-embed writes into a model folder; a folder holding anything else is not one of Kenning's.
-MODEL_FILES = {WEIGHTS, MANIFEST, HOLDOUT, "train_log.json", "training_curves.png", "checkpoints"}
+MODEL_FILES = {WEIGHTS, MANIFEST, HOLDOUT, "train_log.json", "training_curves.png", "checkpoints", "train.lock"}
 
 
 def is_model_dir(directory: Path) -> bool:

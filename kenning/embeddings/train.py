@@ -185,8 +185,13 @@ def train_embedding(
     `out/checkpoints/last.pt` is written after every epoch; with `resume`, a killed run continues
     from it and ends with the same weights an uninterrupted run would have.
     """
-    start = time.perf_counter()
     out = Path(out)
+    with ts.training_run(out):
+        return _train(cfg, data, out, progress, resume)
+
+
+def _train(cfg: Config, data: pd.DataFrame, out: Path, progress: bool, resume: bool) -> TrainResult:
+    start = time.perf_counter()
     tc = cfg.train
     last = ts.load_state(out, ts.LAST)
     _check_resume(last, cfg, resume, out)

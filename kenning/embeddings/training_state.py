@@ -3,20 +3,43 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from kenning.atomic import atomic_save
+from kenning.atomic import ANY_TEMPORARY, atomic_save, sweep_temporaries
 from kenning.errors import KenningError
+from kenning.locks import folder_lock
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
+TRAIN_LOCK = "train.lock"
 # keys that change where or how fast a run goes, never what it computes
 RESUMABLE_DIFFERENCES = {"train.device", "train.num_workers", "train.cache_dir"}
+
+
+@contextmanager
+def training_run(out: Path) -> Iterator[None]:
+    """Hold a model folder for one training run: a second run into it is refused at once (it would
+    overwrite the first's checkpoints), and the temporaries a killed run left (a full-size
+    `.last.pt.*.tmp`) are swept, since no other run can be writing them."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    busy = f"{out} is being trained by another process: wait for it to end, or choose another --out"
+    try:
+        with folder_lock(out / TRAIN_LOCK, 0, busy):
+            for folder in (out, out / CHECKPOINTS):
+                sweep_temporaries(folder, ANY_TEMPORARY)
+            yield
+    finally:
+        if created and [p.name for p in out.iterdir()] == [TRAIN_LOCK]:  # refused before writing anything
+            (out / TRAIN_LOCK).unlink()
+            out.rmdir()
 
 
 def capture_rng() -> dict[str, Any]:

@@ -186,3 +186,20 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
     ref_manifest = json.loads((tmp_path / "reference" / "manifest.json").read_text())
     assert json.loads((killed / "manifest.json").read_text())["fingerprint"] == ref_manifest["fingerprint"]
     assert log["epoch_losses"] == json.loads((tmp_path / "reference" / "train_log.json").read_text())["epoch_losses"]
+
+
+def test_a_second_run_into_one_folder_is_refused_and_leftovers_are_swept(demo_dir: Path, tmp_path: Path) -> None:
+    from kenning.embeddings import training_state as ts
+
+    out = tmp_path / "model"
+    (out / ts.CHECKPOINTS).mkdir(parents=True)
+    leftover = out / ts.CHECKPOINTS / ".last.pt.k2x9a1.tmp"  # a run killed while writing its checkpoint
+    leftover.write_bytes(b"\0" * 1000)
+    with ts.training_run(out):
+        assert not leftover.exists()
+        with pytest.raises(KenningError, match="is being trained by another process"), ts.training_run(out):
+            pass
+    empty = tmp_path / "refused"
+    with pytest.raises(KenningError, match="too few"), ts.training_run(empty):
+        raise KenningError("too few identities")
+    assert not empty.exists()  # a refused run leaves no folder behind
