@@ -234,3 +234,10 @@ def test_corpus_good_images_are_really_good(corpus: Corpus) -> None:
     """The corpus's controls: the good files load, so the refusals above are about the bad ones."""
     for path in corpus.good:
         assert load_image(path).size == Image.open(path).size
+
+
+def test_an_operating_system_error_is_one_line(built_index: Path, demo_dir: Path) -> None:
+    """A write the system refuses (here: a folder under /proc) ends in one line, not a traceback."""
+    run = cli("eval", "--index", built_index, "--data", demo_dir, "--split", "test", "--report", "/proc/kenning-report")
+    assert run.exit_code == 2 and "Traceback" not in run.stderr  # (stderr also holds the progress bar)
+    assert len(run.error_lines) == 1 and "/proc/kenning-report" in run.error_lines[0]
