@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from kenning.config import Config, load_config, parse_assignment
 from kenning.errors import KenningError, one_line
-from kenning.paths import require_output_dir, require_output_file
+from kenning.paths import holds_only, require_output_dir, require_output_file
 
 
 class _OneLineErrors(TyperGroup):
@@ -83,8 +83,7 @@ def demo_data(
     """Write the built-in demo set: drawn landmarks in many views, distractors, and enroll/ photos."""
     from kenning.data.demo import DemoSpec, write_demo_set
 
-    demo_files = {"images", "enroll", "labels.csv"}
-    require_output_dir(out, "demo folder", lambda p: {c.name for c in p.iterdir()} <= demo_files)
+    require_output_dir(out, "demo folder", lambda p: holds_only(p, {"images", "enroll", "labels.csv"}))
     table = write_demo_set(out, DemoSpec(seed=seed))
     by_split = table.groupby("split")["label"].agg(["size", lambda s: s[s != ""].nunique()])
     for split, (images, identities) in by_split.iterrows():

@@ -61,6 +61,14 @@ def require_output_file(path: str | Path, what: str = "output file") -> Path:
     return path
 
 
+def holds_only(directory: Path, names: set[str]) -> bool:
+    """Whether every entry of `directory` is one of `names` or a temporary of a killed atomic write:
+    a folder Kenning wrote, and nobody else."""
+    from kenning.atomic import ANY_TEMPORARY
+
+    return all(p.name in names or ANY_TEMPORARY.match(p.name) for p in directory.iterdir())
+
+
 def require_output_dir(path: str | Path, what: str, is_ours: Callable[[Path], bool] | None = None) -> Path:
     """A folder Kenning may write into: missing, empty, or (when `is_ours` is given) one it made.
 

@@ -194,7 +194,7 @@ def _enroll_embedded(
         added=done.image_ids,
         already=[(str(paths[positions[i]]), image_id) for i, image_id in done.already],
         errors=embedded.errors,
-        total=store.read_index_manifest(index_dir).count,
+        total=done.count,
     )
 
 
@@ -251,13 +251,20 @@ def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame |
     if holdout is None or holdout.empty:
         return holdout
     missing = [p for p in holdout["path"] if not os.path.isfile(p)]
-    if len(missing) > MAX_UNREADABLE_SHARE * len(holdout):
-        raise KenningError(
-            f"cannot calibrate the unknown threshold: {len(missing)} of {len(holdout)} held-out images of model "
-            f"{fingerprint} are missing (first: {missing[0]}); put the data where {Path(model_dir) / 'holdout.csv'} "
-            "says, or pass --threshold"
-        )
+    _refuse_unreadable_holdout(missing, len(holdout), "are missing", fingerprint)
     return holdout
+
+
+def _refuse_unreadable_holdout(bad: list[str], total: int, what: str, model: str) -> None:
+    """A threshold calibrated on a held-out set that is mostly gone (data moved, deleted) would be
+    silently meaningless: refuse it; a few bad images are only a warning."""
+    if len(bad) > MAX_UNREADABLE_SHARE * total:
+        raise KenningError(
+            f"cannot calibrate the unknown threshold: {len(bad)} of {total} held-out images of model {model} {what} "
+            f"(first: {bad[0]}); put the data where the model's holdout.csv says, or pass --threshold"
+        )
+    if bad:
+        warn(f"calibrating without {len(bad)} of {total} held-out images that {what}")
 
 
 def calibrate_on_holdout(
@@ -268,7 +275,8 @@ def calibrate_on_holdout(
     enrolled, queries = catalogue_split(holdout)
     emb_enrolled = recognizer.embed(enrolled["path"].tolist())
     emb_queries = recognizer.embed(queries["path"].tolist())
-    _check_calibration_set(emb_enrolled, emb_queries, recognizer.model_manifest.fingerprint)
+    unreadable, total = emb_enrolled.errors + emb_queries.errors, len(enrolled) + len(queries)
+    _refuse_unreadable_holdout(unreadable, total, "could not be read", recognizer.model_manifest.fingerprint)
     queries = queries[emb_queries.ok]
     enrolled_labels = enrolled["label"].to_numpy(dtype=object)[emb_enrolled.ok].astype(str)
     k = recognizer.index.manifest.k
@@ -294,20 +302,6 @@ def calibrate_on_holdout(
     if len(actual) < FEW_CALIBRATION_QUERIES:
         warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
     return calibrate_threshold(recognizer.rank(merged), actual, unknown, objective, target_far)
-
-
-def _check_calibration_set(enrolled: Embedded, queries: Embedded, model: str) -> None:
-    """Refuse to calibrate on a held-out set that is mostly unreadable (data moved, deleted): a
-    threshold from it would be silently meaningless."""
-    errors = enrolled.errors + queries.errors
-    total = len(enrolled.ok) + len(queries.ok)
-    if len(errors) > MAX_UNREADABLE_SHARE * total:
-        raise KenningError(
-            f"cannot calibrate the unknown threshold: {len(errors)} of {total} held-out images of model {model} "
-            f"could not be read (first: {errors[0]}); put the data where holdout.csv says, or pass --threshold"
-        )
-    if errors:
-        warn(f"calibrating without {len(errors)} of {total} held-out images that could not be read")
 
 
 def merge_neighbours(a: Neighbours, b: Neighbours, k: int) -> Neighbours:

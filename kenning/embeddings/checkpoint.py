@@ -13,12 +13,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kenning.atomic import ANY_TEMPORARY, atomic_save, atomic_write_json
+from kenning.atomic import atomic_save, atomic_write_json
 from kenning.config import ModelConfig
 from kenning.embeddings.model import EmbeddingNet, create_model
 from kenning.errors import KenningError
 from kenning.manifests import read_manifest as read_json_manifest
-from kenning.paths import require_file
+from kenning.paths import holds_only, require_file
 
 FORMAT = "kenning-model/1"
 WEIGHTS = "model.pt"
@@ -119,7 +119,7 @@ def is_model_dir(directory: Path) -> bool:
     if (directory / MANIFEST).exists():
         read_manifest(directory)  # a foreign or damaged manifest is refused, by name
         return True
-    return all(p.name in MODEL_FILES or ANY_TEMPORARY.match(p.name) for p in directory.iterdir())
+    return holds_only(directory, MODEL_FILES)
 
 
 def save_holdout(out: str | Path, table: pd.DataFrame) -> None:

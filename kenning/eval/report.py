@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kenning.atomic import ANY_TEMPORARY, atomic_write_json, atomic_write_text
+from kenning.atomic import atomic_write_json, atomic_write_text
 from kenning.eval.calibration import describe_calibration, sweep, threshold_grid
 from kenning.eval.evaluate import EvalResult, write_eval
 from kenning.eval.plots import (
@@ -20,6 +20,7 @@ from kenning.eval.plots import (
     plot_similarity_histograms,
     plot_threshold_sweep,
 )
+from kenning.paths import holds_only
 
 GRID_ROWS = 4  # worst and best queries each in the retrieval grid
 
@@ -36,8 +37,7 @@ CAPTIONS = {
 
 def is_report_dir(directory: Path) -> bool:
     """A folder holding only what `write_report` writes (a report written there before)."""
-    own = {"metrics.json", "predictions.csv", "report.html", *CAPTIONS}
-    return all(p.name in own or ANY_TEMPORARY.match(p.name) for p in directory.iterdir())
+    return holds_only(directory, {"metrics.json", "predictions.csv", "report.html", *CAPTIONS})
 
 
 def write_report(result: EvalResult, out: str | Path, title: str = "Kenning evaluation") -> Path:

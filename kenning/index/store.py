@@ -101,6 +101,7 @@ class Enrolment:
     image_ids: list[str]  # their image ids: the given name, or made unique when the index holds it
     positions: list[int]  # which of the given photos were added
     already: list[tuple[int, str]]  # (position, image id) of photos whose bytes this label already has
+    count: int  # images the index holds now
 
 
 @dataclass
@@ -377,14 +378,14 @@ def enroll(
             positions.append(i)
             new_ids.append(image_id)
         ids = np.arange(manifest.next_id, manifest.next_id + len(positions), dtype=np.int64)
+        count = manifest.count + len(ids)
         if len(ids):
             pick = [labels, paths, digests]
             rows = _rows(ids, new_ids, *([column[i] for i in positions] for column in pick))
             added = np.asarray(vectors, np.float32)[positions]
             delta = Delta(_concat(delta.table, rows), np.concatenate([delta.vectors, added]))
-            count, next_id = manifest.count + len(ids), manifest.next_id + len(ids)
-            _commit_changes(directory, manifest, delta, None, count=count, next_id=next_id)
-    return Enrolment(ids, new_ids, positions, already)
+            _commit_changes(directory, manifest, delta, None, count=count, next_id=manifest.next_id + len(ids))
+    return Enrolment(ids, new_ids, positions, already, count)
 
 
 def _live_rows(
