@@ -40,15 +40,15 @@ from kenning.config import Config, load_config
 from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.data.transforms import train_transform
+from kenning.decision.threshold import calibrate_threshold
+from kenning.decision.voting import Prediction, RankedLabels, place_unknown
 from kenning.embeddings.checkpoint import load_model
 from kenning.embeddings.inference import embed_paths, manifest_transform
 from kenning.embeddings.train import train_embedding
 from kenning.embeddings.training_state import seed_everything
-from kenning.eval.calibration import calibrate_threshold
-from kenning.eval.evaluate import answer_metrics
+from kenning.eval.metrics import answer_metrics
 from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
-from kenning.index.voting import Prediction, RankedLabels, place_unknown
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

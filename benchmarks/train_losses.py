@@ -36,6 +36,7 @@ def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> 
     """Train (or not, for the untrained rows), embed the evaluation split, score it leave-one-out."""
     from kenning.config import load_config, parse_assignment
     from kenning.data.readers import read_dataset, select_split
+    from kenning.data.splits import sighting_key
     from kenning.data.transforms import eval_transform
     from kenning.embeddings.checkpoint import load_model
     from kenning.embeddings.device import select_device
@@ -79,8 +80,9 @@ def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> 
             epoch_losses=[round(v, 4) for v in result.epoch_losses],
         )
     embedded = embed_paths(model, queries["path"].tolist(), transform, flip_tta=setting == "untrained_flip")
-    labels = queries.loc[embedded.ok, "label"].tolist()
-    row.update(leave_one_out(embedded.vectors, labels))
+    kept = queries[embedded.ok]
+    sightings = [(lab, sighting_key(i)) for lab, i in zip(kept["label"], kept["image_id"], strict=True)]
+    row.update(leave_one_out(embedded.vectors, kept["label"].tolist(), groups=sightings))  # protocol A
     row["peak_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return row
 

@@ -67,6 +67,10 @@ TargetFarOpt = Annotated[
     float | None, typer.Option(help="index.target_far: share of unknown queries allowed a known answer")
 ]
 SplitOpt = Annotated[str, typer.Option(help="Split to use: train, test, val, eval (test or val), or all.")]
+LocalOpt = Annotated[
+    str | None,
+    typer.Option(help="local.method: sift (RootSIFT + LNBNN on the instance, fused with the embedding) or none"),
+]
 
 
 def _config(path: Path | None, sets: list[str] | None, flags: dict[str, Any]) -> Config:
@@ -194,9 +198,11 @@ def build_index_cmd(
     compact: Annotated[
         bool, typer.Option("--compact", help="Fold enrolments into the bulk index and drop forgotten images.")
     ] = False,
+    local: LocalOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Embed a gallery into a FAISS or Annoy index with labels beside it, and calibrate the unknown threshold."""
+    """Embed a gallery into a FAISS or Annoy index with labels beside it (and its local features with
+    --local sift), fit the fusion of the two stages and calibrate the unknown threshold."""
     if compact:
         from kenning.index.store import compact as compact_index
 
@@ -205,9 +211,9 @@ def build_index_cmd(
         return
     if model is None or data is None:
         raise KenningError("build-index needs --model and --data (or --compact with an existing --out)")
+    from kenning.build import build_index
     from kenning.data.readers import read_dataset, select_split
-    from kenning.eval.calibration import describe_calibration
-    from kenning.recognizer import build_index
+    from kenning.decision.threshold import describe_calibration
 
     cfg = _config(
         config,
@@ -223,10 +229,11 @@ def build_index_cmd(
             "index.backend": backend,
             "index.index_type": index_type,
             "index.search_params": search_params,
+            "local.method": local,
         },
     )
     gallery = select_split(read_dataset(data), split)
-    index, calibration = build_index(model, gallery, cfg.index, out)
+    index, calibration = build_index(model, gallery, cfg.index, out, local=cfg.local)
     m = index.manifest
     params = f", {m.search_params}" if m.search_params else ""
     typer.echo(
@@ -265,9 +272,15 @@ def query(
     search_params: Annotated[
         str | None, typer.Option(help="Search parameters for this run, e.g. nprobe=64 (default: the index's).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    no_local: Annotated[
+        bool, typer.Option("--no-local", help="Skip the index's local matching for this run: the embedding alone.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (with local matching: each answer's score parts).")
+    ] = False,
 ) -> None:
-    """Top-5 labels per image by k-nearest-neighbour voting, with confidences; unknown when too far."""
+    """Top-5 labels per image by k-nearest-neighbour voting (fused with local matching when the index
+    has it), with confidences; unknown when too far."""
     from kenning.recognizer import Recognizer
 
     if bool(images) == (batch is not None):
@@ -277,7 +290,7 @@ def query(
     if batch is not None:
         require_output_file(out, "submission")
     recognizer = Recognizer.open(index, model, progress=batch is not None)
-    recognizer.configure(k=k, power=power, search_params=search_params)
+    recognizer.configure(k=k, power=power, search_params=search_params, local=False if no_local else None)
     if batch is not None:
         from kenning.data.readers import read_query_list
         from kenning.eval.submission import write_submission
@@ -294,7 +307,8 @@ def query(
             raise typer.Exit(2)
         return
     answers = recognizer.query([str(p) for p in images])
-    threshold = recognizer.index.manifest.threshold
+    threshold = recognizer.threshold
+    score = "fused probability" if recognizer.use_local else "similarity"
     failed = 0
     results = []
     for path, answer in zip(images, answers, strict=True):
@@ -306,10 +320,17 @@ def query(
             {
                 "image": str(path),
                 "predictions": [
-                    {"label": lab, "confidence": None if c is None else round(c, 4)}
-                    for lab, c in zip(answer.labels, answer.confidences, strict=True)
+                    {
+                        "label": lab,
+                        "confidence": None if c is None else round(c, 4),
+                        **({"scores": parts} if parts else {}),
+                    }
+                    for lab, c, parts in zip(
+                        answer.labels, answer.confidences, answer.parts or [None] * len(answer.labels), strict=True
+                    )
                 ],
                 "best_similarity": round(answer.best_similarity, 4),
+                "score": score,
                 "threshold": threshold,
             }
         )
@@ -320,7 +341,7 @@ def query(
             if "error" in r:
                 typer.echo(f"error: {one_line(r['error'])}", err=True)
                 continue
-            typer.echo(f"{one_line(r['image'])}  (best match similarity {r['best_similarity']:.3f})")
+            typer.echo(f"{one_line(r['image'])}  (best match {score} {r['best_similarity']:.3f})")
             for rank, p in enumerate(r["predictions"], start=1):
                 if p["confidence"] is None:  # the unknown answer: placed by the threshold, not voted
                     typer.echo(f"  {rank}. {p['label']:<30} (labels below come from matches under {threshold:.3f})")
@@ -400,6 +421,8 @@ def eval_cmd(
     config: ConfigOpt = None,
     calibrate: CalibrateOpt = None,
     target_far: TargetFarOpt = None,
+    local: LocalOpt = None,
+    no_local: Annotated[bool, typer.Option("--no-local", help="--index: score the embedding alone.")] = False,
     sets: SetOpt = None,
 ) -> None:
     """Score a system (an index, or a model under --protocol) or a Kaggle submission file.
@@ -436,15 +459,19 @@ def eval_cmd(
             )
         from kenning.eval.protocols import run_protocol
 
-        cfg = _config(config, sets, {"index.calibrate": calibrate, "index.target_far": target_far})
-        result = run_protocol(protocol, model, images, cfg.index, index_out)
+        cfg = _config(
+            config, sets, {"index.calibrate": calibrate, "index.target_far": target_far, "local.method": local}
+        )
+        result = run_protocol(protocol, model, images, cfg.index, index_out, local=cfg.local)
         title = f"Kenning, protocol {protocol} on {data} ({split})"
     else:
         if index is None:
             raise KenningError("eval needs --index (or --protocol with --model)")
         from kenning.recognizer import Recognizer
 
-        result = evaluate(Recognizer.open(index, model), images, closed_set=closed_set)
+        recognizer = Recognizer.open(index, model)
+        recognizer.configure(local=False if no_local else None)
+        result = evaluate(recognizer, images, closed_set=closed_set)
         title = f"Kenning, {index} on {data} ({split})"
     typer.echo(format_metrics(result.metrics))
     if report is not None:

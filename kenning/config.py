@@ -83,6 +83,21 @@ class IndexConfig:
     search_params: str = "auto"  # FAISS ParameterSpace string (nprobe=32, efSearch=128) or annoy search_k=N
 
 
+@dataclass
+class LocalConfig:
+    """The second matching stage: local features on the instance, scored by LNBNN, fused with the
+    global similarity (see kenning/local)."""
+
+    method: str = "none"  # sift: RootSIFT + LNBNN; none: the embedding alone
+    max_keypoints: int = 1000  # per image, the strongest on the foreground
+    image_side: int = 512  # px: longest side the image is resized to (up or down) before detection; 0: as is
+    upright: bool = False  # one orientation per keypoint (upright animals, buildings): faster, less invariant
+    foreground: float = 0.3  # keep keypoints where the foreground map is at least this share of its peak
+    k: int = 5  # LNBNN: nearest descriptors that vote; the next one is the normaliser
+    shortlist: int = 100  # gallery images scored locally per query when the gallery is too large for one index
+    max_descriptors: int = 2_000_000  # gallery descriptors up to which one index of all of them is searched
+
+
 # Keys whose value is one of a few words: a typo fails when the config loads, not mid-training.
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.mode": ("finetune", "frozen"),
@@ -91,6 +106,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
     "index.backend": ("faiss", "annoy"),
     "index.calibrate": ("map@5", "gap", "far"),
+    "local.method": ("sift", "none"),
 }
 
 # Numeric keys: the range a value must lie in, (low, high), None unbounded; "(" makes low exclusive.
@@ -127,6 +143,12 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "index.threshold": (-1.0, 1.0),
     "index.target_far": (0.0, 1.0),
     "index.batch_size": (1, 100_000),
+    "local.max_keypoints": (1, 100_000),
+    "local.image_side": (0, 8192),
+    "local.foreground": (0.0, 1.0),
+    "local.k": (1, 100),
+    "local.shortlist": (1, 100_000),
+    "local.max_descriptors": (1, None),
 }
 
 
@@ -136,6 +158,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,7 +198,7 @@ def set_key(cfg: Config, dotted: str, value: Any) -> None:
     section_name, _, key = dotted.partition(".")
     section = getattr(cfg, section_name, None)
     if section is None or not dataclasses.is_dataclass(section) or not key:
-        raise KenningError(f"unknown config key '{dotted}' (sections: model, train, loss, index)")
+        raise KenningError(f"unknown config key '{dotted}' (sections: model, train, loss, index, local)")
     hints = get_type_hints(type(section))
     if key not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(section))

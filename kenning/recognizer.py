@@ -1,37 +1,38 @@
-"""Images -> embeddings -> index -> votes -> answers: the path every command composes.
+"""Images -> embeddings (and local features) -> index -> candidates -> ranked labels -> answers.
 
-A Recognizer loads the model and the index once, so a batch of queries (or a long-lived
-process) pays for neither again.
+The one query path: `query`, `enroll`, `eval`, the protocols and the build-time calibration all go
+through `Recognizer.read` (images -> probes), `match` (probes -> neighbours and candidate
+identities with each stage's score) and `rank` (the decision layer: k-NN votes, or with local
+matching the fused probability). A Recognizer loads the model and the index once, so a batch of
+queries (or a long-lived process) pays for neither again.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from kenning.config import IndexConfig, check_value
-from kenning.data.duplicates import DIGEST, drop_duplicates, file_digest
-from kenning.data.readers import UNLABELLED
-from kenning.data.splits import catalogue_split
-from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
+from kenning.config import LocalConfig, check_value
+from kenning.data.duplicates import file_digest
+from kenning.decision.fusion import Candidates, Fusion, rank_fused
+from kenning.decision.voting import Prediction, RankedLabels, place_unknown, rank_labels
+from kenning.embeddings.checkpoint import ModelManifest, load_model
 from kenning.embeddings.device import select_device
 from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
 from kenning.embeddings.model import EmbeddingNet
-from kenning.errors import KenningError, warn
-from kenning.eval.calibration import Calibration, calibrate_threshold
+from kenning.errors import KenningError
 from kenning.index import store
-from kenning.index.faiss_index import FaissIndex
 from kenning.index.store import GalleryIndex
-from kenning.index.voting import Prediction, RankedLabels, place_unknown, rank_labels
 from kenning.labels import check_label
+from kenning.local.featureset import LocalFeatures
+from kenning.local.lnbnn import LnbnnMatcher, LocalScores
 
-MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
-FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
+GLOBAL_CANDIDATES = 100  # with local matching: global neighbours whose identities are candidates
 
 
 @dataclass
@@ -39,6 +40,74 @@ class Neighbours:
     similarities: np.ndarray  # (n, k), -inf where there is no neighbour
     labels: np.ndarray  # (n, k) of str, "" where there is no neighbour
     ids: np.ndarray | None = None  # (n, k) gallery ids, -1 where there is no neighbour
+
+
+@dataclass
+class Probes:
+    """Query images read for both stages; images unreadable for either are left out."""
+
+    vectors: np.ndarray  # (n_ok, dim)
+    local: list[LocalFeatures] | None  # (n_ok) with local matching, else None
+    ok: np.ndarray  # (n,) bool per input path
+    errors: list[str]
+
+
+@dataclass
+class Matches:
+    neighbours: Neighbours  # the global nearest gallery images, as many as were asked for
+    candidates: list[Candidates] | None  # with local matching: identities of either stage, with their scores
+    local: list[LocalScores] | None  # with local matching: each query's LNBNN scores (matched keypoints)
+
+
+class Reader:
+    """Query images -> probes for an index: its model's embedding (with the index's flip setting)
+    and, with local matching, local features made as the index's were."""
+
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        model_manifest: ModelManifest,
+        index_manifest: store.IndexManifest,
+        batch_size: int = 32,
+        progress: bool = True,
+    ):
+        store.check_model(index_manifest, model_manifest)
+        self.model = model.to(select_device())
+        self.transform = manifest_transform(model_manifest)
+        self.flip_tta = index_manifest.flip_tta
+        self.local_config = LocalConfig(**index_manifest.local) if index_manifest.local else None
+        self.batch_size = batch_size
+        self.progress = progress
+        self._foreground = None
+
+    def embed(self, paths: Sequence[str]) -> Embedded:
+        return embed_paths(
+            self.model,
+            paths,
+            self.transform,
+            batch_size=self.batch_size,
+            flip_tta=self.flip_tta,
+            progress=self.progress,
+        )
+
+    def read(self, paths: Sequence[str], local: bool) -> Probes:
+        """Embed the images and, when `local`, extract their local features."""
+        embedded = self.embed(paths)
+        if not local:
+            return Probes(embedded.vectors, None, embedded.ok, embedded.errors)
+        if self.local_config is None:
+            raise KenningError("this index has no local features: rebuild it with --local sift")
+        from kenning.local.features import extract_paths
+        from kenning.local.foreground import Foreground
+
+        self._foreground = self._foreground or Foreground()
+        readable = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
+        extracted = extract_paths(readable, self.local_config, self._foreground, progress=self.progress)
+        got = np.array([f is not None for f in extracted.features], bool)
+        ok = embedded.ok.copy()
+        ok[np.flatnonzero(embedded.ok)[~got]] = False  # changed on disk between the two reads
+        features = [f for f in extracted.features if f is not None]
+        return Probes(embedded.vectors[got], features, ok, embedded.errors + extracted.errors)
 
 
 class Recognizer:
@@ -51,14 +120,13 @@ class Recognizer:
         batch_size: int = 32,
         progress: bool = True,
     ):
-        index.check_model(model_manifest)
-        self.model = model.to(select_device())
+        self.reader = Reader(model, model_manifest, index.manifest, batch_size, progress)
         self.model_manifest = model_manifest
-        self.transform = manifest_transform(model_manifest)
         self.index = index
         self.index_dir = index_dir
-        self.batch_size = batch_size
-        self.progress = progress
+        self.use_local = bool(index.manifest.local)
+        self.fusion = Fusion.from_dict(index.manifest.fusion) if index.manifest.fusion.get("calibrators") else None
+        self._matcher: LnbnnMatcher | None = None
 
     @classmethod
     def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, progress: bool = True) -> Recognizer:
@@ -67,57 +135,126 @@ class Recognizer:
         model, manifest = load_model(model_dir or index_model_dir(Path(index_dir), index.manifest))
         return cls(model, manifest, index, Path(index_dir), progress=progress)
 
-    def configure(self, k: int | None = None, power: float | None = None, search_params: str | None = None) -> None:
-        """Voting and search settings for this session only; the saved index keeps its own."""
+    def with_index(self, index: GalleryIndex) -> Recognizer:
+        """The same model over another (in-memory) index: calibration's catalogue."""
+        other = copy.copy(self)
+        other.index, other.index_dir, other._matcher = index, None, None
+        return other
+
+    def configure(
+        self,
+        k: int | None = None,
+        power: float | None = None,
+        search_params: str | None = None,
+        local: bool | None = None,
+    ) -> None:
+        """Voting, search and local-matching settings for this session only; the saved index keeps its own."""
         if k is not None:
             self.index.manifest.k = check_value("index.k", k)
         if power is not None:
             self.index.manifest.power = check_value("index.power", float(power))
         if search_params is not None:
             self.index.set_search_params(search_params)
+        if local is not None:
+            if local and not self.index.manifest.local:
+                raise KenningError("this index has no local features: rebuild it with --local sift")
+            self.use_local = local
 
     @property
     def unknown_label(self) -> str:
         return self.index.manifest.unknown_label
 
+    @property
+    def threshold(self) -> float | None:
+        """The unknown threshold of the path in use: a similarity, or with local matching a fused probability."""
+        if self.use_local:
+            return self.index.manifest.fusion.get("threshold")
+        return self.index.manifest.threshold
+
+    @property
+    def calibration(self) -> dict:
+        """How the threshold in use was chosen, with its curve."""
+        if self.use_local:
+            return self.index.manifest.fusion.get("calibration", {})
+        return self.index.manifest.calibration
+
     def embed(self, paths: Sequence[str]) -> Embedded:
-        return embed_paths(
-            self.model,
-            paths,
-            self.transform,
-            batch_size=self.batch_size,
-            flip_tta=self.index.manifest.flip_tta,
-            progress=self.progress,
-        )
+        return self.reader.embed(paths)
+
+    def read(self, paths: Sequence[str]) -> Probes:
+        """The images as probes for the path in use (local features only with local matching)."""
+        return self.reader.read(paths, self.use_local)
 
     def neighbours(self, vectors: np.ndarray, k: int | None = None, exclude: np.ndarray | None = None) -> Neighbours:
         sims, ids = self.index.search(vectors, k or self.index.manifest.k, exclude)
         return Neighbours(sims, self.index.labels_of(ids), ids)
 
-    def rank(self, neighbours: Neighbours) -> list[RankedLabels]:
-        power = self.index.manifest.power
-        return [rank_labels(s, lab, power) for s, lab in zip(neighbours.similarities, neighbours.labels, strict=True)]
+    @property
+    def matcher(self) -> LnbnnMatcher:
+        """LNBNN over the live gallery's local features, built on first use (and after a refresh)."""
+        if self._matcher is None:
+            live = self.index.live_local()
+            if live is None:
+                raise KenningError("this index has no local features: rebuild it with --local sift")
+            cfg = LocalConfig(**self.index.manifest.local)
+            self._matcher = LnbnnMatcher(live, self.index.labels_of(live.ids), cfg.k, cfg.max_descriptors)
+        return self._matcher
 
-    def predict(self, vectors: np.ndarray, exclude: np.ndarray | None = None) -> list[Prediction]:
-        return self.answer(self.neighbours(vectors, exclude=exclude))
-
-    def answer(self, neighbours: Neighbours, threshold: float | str | None = "index") -> list[Prediction]:
-        """Top-5 answers from the index's k nearest; threshold "index" is the calibrated one, None never
-        answers unknown."""
-        threshold = self.index.manifest.threshold if threshold == "index" else threshold
-        return [place_unknown(r, threshold, self.unknown_label) for r in self.vote(neighbours)]
-
-    def vote(self, neighbours: Neighbours) -> list[RankedLabels]:
-        """Labels ranked by the votes of the index's k nearest (of however many were searched)."""
+    def match(
+        self,
+        vectors: np.ndarray,
+        local: Sequence[LocalFeatures] | None = None,
+        width: int | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> Matches:
+        """Nearest gallery images (`width`, at least the index's k) and, with local matching, each
+        query's candidate identities with their global and local scores. `exclude`: (n,) or (n, m)
+        gallery ids each query must not match (itself, its own sighting), -1 padded."""
         k = self.index.manifest.k
-        return self.rank(Neighbours(neighbours.similarities[:, :k], neighbours.labels[:, :k]))
+        wanted = max(width or k, k)
+        if not self.use_local:
+            return Matches(self.neighbours(vectors, wanted, exclude), None, None)
+        if local is None or len(local) != len(vectors):
+            raise KenningError("local matching needs each query's local features")
+        neighbours = self.neighbours(vectors, max(wanted, GLOBAL_CANDIDATES), exclude)
+        excluded = _as_rows(exclude, len(vectors))
+        shortlist = LocalConfig(**self.index.manifest.local).shortlist
+        scores = []
+        for i, features in enumerate(local):
+            ids = neighbours.ids[i]
+            scores.append(self.matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
+        candidates = [_candidates(neighbours, i, s) for i, s in enumerate(scores)]
+        shown = Neighbours(
+            neighbours.similarities[:, :wanted], neighbours.labels[:, :wanted], neighbours.ids[:, :wanted]
+        )
+        return Matches(shown, candidates, scores)
+
+    def rank(self, matches: Matches) -> list[RankedLabels]:
+        """The decision: labels ranked by the votes of the index's k nearest, or with local
+        matching by the fused probability of the two stages."""
+        if matches.candidates is None:
+            k, power = self.index.manifest.k, self.index.manifest.power
+            n = matches.neighbours
+            return [rank_labels(s[:k], lab[:k], power) for s, lab in zip(n.similarities, n.labels, strict=True)]
+        if self.fusion is None:
+            raise KenningError("this index's local matching was never calibrated: rebuild it with held-out identities")
+        return [rank_fused(c, self.fusion) for c in matches.candidates]
+
+    def answer(self, ranked: Sequence[RankedLabels], threshold: float | str | None = "index") -> list[Prediction]:
+        """Top-5 answers; threshold "index" is the calibrated one of the path in use, None never
+        answers unknown."""
+        threshold = self.threshold if threshold == "index" else threshold
+        return [place_unknown(r, threshold, self.unknown_label) for r in ranked]
+
+    def predict(self, probes: Probes, exclude: np.ndarray | None = None) -> list[Prediction]:
+        return self.answer(self.rank(self.match(probes.vectors, probes.local, exclude=exclude)))
 
     def query(self, paths: Sequence[str]) -> list[Prediction | str]:
         """One answer per path, or the error line for a path that could not be read."""
-        embedded = self.embed(paths)
-        predictions = iter(self.predict(embedded.vectors)) if len(embedded.vectors) else iter(())
-        errors = iter(embedded.errors)
-        return [next(predictions) if ok else next(errors) for ok in embedded.ok]
+        probes = self.read(paths)
+        predictions = iter(self.predict(probes)) if len(probes.vectors) else iter(())
+        errors = iter(probes.errors)
+        return [next(predictions) if ok else next(errors) for ok in probes.ok]
 
     def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> EnrollResult:
         """Add photos of `label` to the saved index (its side index: no rebuild, no retraining); the
@@ -125,9 +262,39 @@ class Recognizer:
         if self.index_dir is None:
             raise KenningError("enroll needs an index saved in a directory")
         _check_label(label, self.unknown_label)
-        result = _enroll_embedded(self.index_dir, self.embed(paths), paths, label, image_ids)
+        probes = self.reader.read(paths, bool(self.index.manifest.local))
+        result = _enroll_probes(self.index_dir, probes, paths, label, image_ids)
         self.index.refresh(self.index_dir)
+        self._matcher = None
         return result
+
+
+def _as_rows(exclude: np.ndarray | None, n: int) -> np.ndarray:
+    if exclude is None:
+        return np.full((n, 1), -1, np.int64)
+    exclude = np.asarray(exclude, np.int64)
+    return exclude[:, None] if exclude.ndim == 1 else exclude
+
+
+def _candidates(neighbours: Neighbours, i: int, local: LocalScores) -> Candidates:
+    """Identities among query i's global neighbours and its local matches. A label's global score is
+    its nearest neighbour's similarity; one found only locally gets the lowest similarity searched
+    (its own is at most that)."""
+    sims, labels = neighbours.similarities[i], neighbours.labels[i]
+    found = np.isfinite(sims)
+    nearest: dict[str, float] = {}
+    for sim, lab in zip(sims[found], labels[found], strict=True):
+        nearest.setdefault(str(lab), float(sim))
+    floor = float(sims[found].min()) if found.any() else -1.0
+    names = list(nearest) + [lab for lab in local.labels if lab not in nearest]
+    local_of = dict(zip(local.labels, local.label_scores, strict=True))
+    return Candidates(
+        names,
+        {
+            "global": np.array([nearest.get(n, floor) for n in names], np.float64),
+            "local": np.array([local_of.get(n, 0.0) for n in names], np.float64),
+        },
+    )
 
 
 @dataclass
@@ -145,16 +312,13 @@ def enroll_images(
     model_dir: str | Path | None = None,
     image_ids: Sequence[str] | None = None,
 ) -> EnrollResult:
-    """`enroll` without loading the gallery vectors (gigabytes at a million images): only the model
-    and the manifest."""
+    """`enroll` without loading the gallery (gigabytes at a million images): only the model, the
+    manifest and, for an index that matches them, the local-feature extractor."""
     manifest = store.read_index_manifest(Path(index_dir))
     _check_label(label, manifest.unknown_label)
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
-    store.check_model(manifest, model_manifest)
-    embedded = embed_paths(
-        model.to(select_device()), paths, manifest_transform(model_manifest), flip_tta=manifest.flip_tta, progress=False
-    )
-    return _enroll_embedded(Path(index_dir), embedded, paths, label, image_ids)
+    probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
+    return _enroll_probes(Path(index_dir), probes, paths, label, image_ids)
 
 
 def index_model_dir(index_dir: Path, manifest: store.IndexManifest) -> str:
@@ -172,141 +336,28 @@ def _check_label(label: str, unknown_label: str) -> None:
         raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
 
 
-def _enroll_embedded(
-    index_dir: Path, embedded: Embedded, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
+def _enroll_probes(
+    index_dir: Path, probes: Probes, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
 ) -> EnrollResult:
-    if not embedded.ok.any():
+    if not probes.ok.any():
         raise KenningError(
-            f"none of the {len(paths)} image(s) could be read, nothing was enrolled: {'; '.join(embedded.errors)}"
+            f"none of the {len(paths)} image(s) could be read, nothing was enrolled: {'; '.join(probes.errors)}"
         )
-    positions = np.flatnonzero(embedded.ok)
+    positions = np.flatnonzero(probes.ok)
     names = [str(i) for i in (image_ids or [Path(p).name for p in paths])]
     kept = [str(Path(paths[i]).resolve()) for i in positions]
     done = store.enroll(
         index_dir,
-        embedded.vectors,
+        probes.vectors,
         [names[i] for i in positions],
         [label] * len(kept),
         kept,
         [file_digest(p) for p in kept],
+        local=probes.local,
     )
     return EnrollResult(
         added=done.image_ids,
         already=[(str(paths[positions[i]]), image_id) for i, image_id in done.already],
-        errors=embedded.errors,
+        errors=probes.errors,
         total=done.count,
     )
-
-
-def build_index(
-    model_dir: str | Path,
-    gallery: pd.DataFrame,
-    cfg: IndexConfig,
-    out: str | Path,
-    progress: bool = True,
-    calibrate: bool = True,
-) -> tuple[GalleryIndex, Calibration | None]:
-    """Embed the labelled gallery images, index them (type chosen by size unless given), calibrate
-    the unknown threshold (unless given, or not `calibrate`: a closed-set evaluation), save to `out`."""
-    store.check_index_dir(out)  # before hours of embedding, not after
-    model, manifest = load_model(model_dir)
-    holdout = _readable_holdout(model_dir, manifest.fingerprint) if cfg.threshold is None and calibrate else None
-    gallery = gallery[gallery["label"] != UNLABELLED]
-    if gallery.empty:
-        raise KenningError("the gallery has no labelled images to index")
-    if (gallery["label"] == cfg.unknown_label).any():
-        raise KenningError(
-            f"the gallery labels images {cfg.unknown_label!r}, the index's unknown label: an answer could not "
-            "tell them from 'no match'; rename them or set --unknown-label"
-        )
-    gallery = drop_duplicates(gallery, "gallery")
-    index = GalleryIndex.new(manifest, model_dir, cfg, size=len(gallery))
-    index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
-    recognizer = Recognizer(model, manifest, index, batch_size=cfg.batch_size, progress=progress)
-    embedded = recognizer.embed(gallery["path"].tolist())
-    rows = gallery[embedded.ok]
-    index.add(
-        embedded.vectors,
-        rows["image_id"].tolist(),
-        rows["label"].tolist(),
-        rows["path"].tolist(),
-        rows[DIGEST].tolist(),
-        progress=progress,
-    )
-    index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
-    calibration = None
-    if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
-        holdout = holdout[~holdout["label"].isin(set(index.table["label"]))]
-        holdout = holdout[~holdout["image_id"].isin(set(index.table["image_id"]))]
-        if not holdout.empty:  # else no threshold: unknown is never answered
-            calibration = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far)
-            index.manifest = store.set_threshold(out, calibration.threshold, calibration.to_dict())
-    return index, calibration
-
-
-def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame | None:
-    """The model's held-out images, refused up front (before the gallery is embedded) when too many
-    of their files are gone: a model moved without its data, or data deleted."""
-    holdout = load_holdout(model_dir)
-    if holdout is None or holdout.empty:
-        return holdout
-    missing = [p for p in holdout["path"] if not os.path.isfile(p)]
-    _refuse_unreadable_holdout(missing, len(holdout), "are missing", fingerprint)
-    return holdout
-
-
-def _refuse_unreadable_holdout(bad: list[str], total: int, what: str, model: str) -> None:
-    """A threshold calibrated on a held-out set that is mostly gone (data moved, deleted) would be
-    silently meaningless: refuse it; a few bad images are only a warning."""
-    if len(bad) > MAX_UNREADABLE_SHARE * total:
-        raise KenningError(
-            f"cannot calibrate the unknown threshold: {len(bad)} of {total} held-out images of model {model} {what} "
-            f"(first: {bad[0]}); put the data where the model's holdout.csv says, or pass --threshold"
-        )
-    if bad:
-        warn(f"calibrating without {len(bad)} of {total} held-out images that {what}")
-
-
-def calibrate_on_holdout(
-    recognizer: Recognizer, holdout: pd.DataFrame, objective: str = "map@5", target_far: float = 0.05
-) -> Calibration:
-    """Protocol B on the held-out identities: the real gallery plus their enrolled images form the
-    catalogue, their other images (and every image of the new ones) probe it."""
-    enrolled, queries = catalogue_split(holdout)
-    emb_enrolled = recognizer.embed(enrolled["path"].tolist())
-    emb_queries = recognizer.embed(queries["path"].tolist())
-    unreadable, total = emb_enrolled.errors + emb_queries.errors, len(enrolled) + len(queries)
-    _refuse_unreadable_holdout(unreadable, total, "could not be read", recognizer.model_manifest.fingerprint)
-    queries = queries[emb_queries.ok]
-    enrolled_labels = enrolled["label"].to_numpy(dtype=object)[emb_enrolled.ok].astype(str)
-    k = recognizer.index.manifest.k
-    main = recognizer.neighbours(emb_queries.vectors, k)
-    side = FaissIndex.create(recognizer.index.manifest.embedding_dim, "Flat")
-    side.add(emb_enrolled.vectors, np.arange(len(emb_enrolled.vectors)))
-    side_sims, side_ids = side.search(emb_queries.vectors, k)
-    side_labels = (
-        np.where(side_ids >= 0, enrolled_labels[np.maximum(side_ids, 0)], "")
-        if len(enrolled_labels)
-        else np.full(side_ids.shape, "")
-    )
-    merged = merge_neighbours(main, Neighbours(side_sims, side_labels), k)
-    known = set(enrolled_labels)
-    unknown = recognizer.unknown_label
-    actual = [lab if lab in known else unknown for lab in queries["label"]]
-    n_new = actual.count(unknown)
-    if n_new == 0 or n_new == len(actual):
-        raise KenningError(
-            f"cannot calibrate the unknown threshold: the held-out identities give {len(actual) - n_new} known and "
-            f"{n_new} new queries, and a threshold needs both; pass --threshold"
-        )
-    if len(actual) < FEW_CALIBRATION_QUERIES:
-        warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
-    return calibrate_threshold(recognizer.rank(merged), actual, unknown, objective, target_far)
-
-
-def merge_neighbours(a: Neighbours, b: Neighbours, k: int) -> Neighbours:
-    """Top-k of two neighbour lists searched in separate indexes, by similarity."""
-    sims = np.concatenate([a.similarities, b.similarities], axis=1)
-    labels = np.concatenate([a.labels.astype(object), b.labels.astype(object)], axis=1)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return Neighbours(np.take_along_axis(sims, order, 1), np.take_along_axis(labels, order, 1))

@@ -18,7 +18,7 @@ k eval --index "$OUT/index-untrained" --data "$OUT/data" --report "$OUT/eval-unt
 
 echo "== training"
 k train-embed --data "$OUT/data" --out "$OUT/model" -c configs/cpu-quick.yaml --set train.cache_dir="$OUT/feature-cache"
-k build-index --model "$OUT/model" --data "$OUT/data" --split test --out "$OUT/index" -c configs/cpu-quick.yaml
+k build-index --model "$OUT/model" --data "$OUT/data" --split test --out "$OUT/index" -c configs/cpu-quick.yaml --local sift
 
 echo "== query a gallery landmark, and a non-landmark photo"
 k query "$OUT/data/images/test/landmark_070/1.jpg" "$OUT/data/images/test/distractors/0.jpg" --index "$OUT/index"
@@ -27,27 +27,31 @@ echo "== enrol a landmark the system has never seen, from one photo; query four 
 k query "$OUT/data/enroll/new_landmark_1.jpg" --index "$OUT/index"
 k enroll "$OUT/data/enroll/new_landmark_0.jpg" --index "$OUT/index" --label my_new_landmark
 k query "$OUT"/data/enroll/new_landmark_{1,2,3,4}.jpg --index "$OUT/index" --json > "$OUT/enrolled-queries.json"
-.venv/bin/python - "$OUT/enrolled-queries.json" <<'PY'
+k query "$OUT"/data/enroll/new_landmark_{1,2,3,4}.jpg --index "$OUT/index" --json --no-local > "$OUT/enrolled-queries-embedding.json"
+.venv/bin/python - "$OUT/enrolled-queries-embedding.json" "$OUT/enrolled-queries.json" <<'PY'
 import json, sys
-answers = json.load(open(sys.argv[1]))
-for a in answers:
-    labels = [p["label"] for p in a["predictions"]]
-    rank = labels.index("my_new_landmark") + 1 if "my_new_landmark" in labels else None
-    print(f"{a['image']}: {' '.join(labels)}  (my_new_landmark at rank {rank})")
-top1 = sum(a["predictions"][0]["label"] == "my_new_landmark" for a in answers)
-print(f"my_new_landmark is the first answer for {top1} of {len(answers)} other photos of it")
+for path, system in zip(sys.argv[1:], ("embedding only (--no-local)", "fused with local matching")):
+    answers = json.load(open(path))
+    print(f"-- {system}")
+    for a in answers:
+        labels = [p["label"] for p in a["predictions"]]
+        rank = labels.index("my_new_landmark") + 1 if "my_new_landmark" in labels else None
+        print(f"{a['image']}: {' '.join(labels)}  (my_new_landmark at rank {rank})")
+    top1 = sum(a["predictions"][0]["label"] == "my_new_landmark" for a in answers)
+    print(f"{system}: my_new_landmark is the first answer for {top1} of {len(answers)} other photos of it")
 PY
 
-echo "== after training"
+echo "== after training: the embedding alone, then fused with local matching"
+k eval --index "$OUT/index" --data "$OUT/data" --no-local --report "$OUT/eval-embedding"
 k eval --index "$OUT/index" --data "$OUT/data" --report "$OUT/eval"
 
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
-before = json.load(open(f"{out}/eval-untrained/metrics.json"))
-after = json.load(open(f"{out}/eval/metrics.json"))
-print(f"\n{'metric':<18}{'untrained':>10}{'trained':>10}")
+runs = [("untrained", "eval-untrained"), ("trained", "eval-embedding"), ("+ local", "eval")]
+figures = [json.load(open(f"{out}/{folder}/metrics.json")) for _, folder in runs]
+print(f"\n{'metric':<18}" + "".join(f"{name:>11}" for name, _ in runs))
 for key in ("recall@1", "recall@5", "map@5", "gap", "known_accuracy", "unknown_accuracy"):
-    print(f"{key:<18}{before[key]:>10.4f}{after[key]:>10.4f}")
+    print(f"{key:<18}" + "".join(f"{m[key]:>11.4f}" for m in figures))
 PY
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT/"

@@ -55,7 +55,7 @@ def trained_model(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="session")
 def built_index(trained_model: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kenning.recognizer import build_index
+    from kenning.build import build_index
 
     out = tmp_path_factory.mktemp("index")
     build_index(trained_model, select_split(read_dataset(demo_dir), "test"), small_config().index, out, progress=False)

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
+from kenning.build import build_index
 from kenning.data.readers import read_dataset, select_split
 from kenning.index import store
 from kenning.index.store import GalleryIndex
-from kenning.recognizer import Recognizer, build_index
+from kenning.recognizer import Recognizer
 from tests.conftest import small_config
 
 

@@ -71,6 +71,20 @@ def load_backbone_weights(backbone: nn.Module, name: str, weights: str | Path | 
     backbone.load_state_dict(mapped)
 
 
+def load_classifier_weights(model: nn.Module, name: str) -> None:
+    """The packaged ImageNet file into a timm model *with* its 1000-class classifier (for class
+    activation maps): the same one-to-one, in-order mapping, classifier included."""
+    path = packaged_weights_path(name)
+    source = list(_unwrap(torch.load(path, map_location="cpu", weights_only=True)).values())
+    target = model.state_dict()
+    shapes_match = len(source) == len(target) and all(
+        s.shape == t.shape for s, t in zip(source, target.values(), strict=True)
+    )
+    if not shapes_match:
+        raise KenningError(f"weights {path} do not fit classifier '{name}'")
+    model.load_state_dict(dict(zip(target, source, strict=True)))
+
+
 def _unwrap(state: object) -> dict[str, torch.Tensor]:
     """Accept a bare state dict, a {'state_dict': ...} / {'model': ...} wrapper, or a Kenning model file."""
     if isinstance(state, dict):

@@ -22,6 +22,7 @@ from kenning.atomic import atomic_write_json
 from kenning.config import Config
 from kenning.data.images import ImageDataset, collate_skipping_bad
 from kenning.data.readers import UNLABELLED
+from kenning.data.splits import sighting_key
 from kenning.data.transforms import eval_transform, train_transform
 from kenning.embeddings import training_state as ts
 from kenning.embeddings.checkpoint import ModelManifest, save_holdout, save_model
@@ -220,7 +221,10 @@ def _train(cfg: Config, data: pd.DataFrame, out: Path, progress: bool, resume: b
     model.to(device)
     loss_fn.to(device)
 
-    fit = _Fit(cfg, model, loss_fn, source, targets, validation["label"].tolist(), device, progress)
+    sightings = [  # protocol A: a held-out image is not matched against its own sighting
+        (lab, sighting_key(i)) for lab, i in zip(validation["label"], validation["image_id"], strict=True)
+    ]
+    fit = _Fit(cfg, model, loss_fn, source, targets, validation["label"].tolist(), sightings, device, progress)
     resumed_from = fit.restore(last) if last is not None else 0
     fit.run(out, resumed_from)
 
@@ -295,10 +299,12 @@ class _Fit:
         source: _ImageBatches | _CachedBatches,
         targets: torch.Tensor,
         val_labels: list[str],
+        val_sightings: list[object],
         device: torch.device,
         progress: bool,
     ):
         tc = cfg.train
+        self.val_sightings = val_sightings
         self.cfg, self.model, self.loss_fn, self.source = cfg, model, loss_fn, source
         self.targets, self.val_labels, self.device, self.progress = targets, val_labels, device, progress
         usable = np.flatnonzero(source.train_ok & (targets.numpy() >= 0))
@@ -400,7 +406,7 @@ class _Fit:
         vectors = self.source.validation_vectors(self.model, self.device)
         if len(vectors) != len(self.val_labels):  # a held-out image could not be read
             return {}
-        metrics = leave_one_out(vectors, self.val_labels)
+        metrics = leave_one_out(vectors, self.val_labels, groups=self.val_sightings)
         return {k: metrics[k] for k in ("recall@1", "recall@5", "map@5", "map@r")}
 
     def _state(self, epoch: int) -> dict:

@@ -8,7 +8,6 @@ label when another gallery image has that label, else the unknown label.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,16 +18,17 @@ import pandas as pd
 from kenning.atomic import atomic_save, atomic_write_json
 from kenning.data.duplicates import DIGEST, file_digests
 from kenning.data.readers import UNLABELLED
+from kenning.data.splits import sighting_key
+from kenning.decision.fusion import pairs
+from kenning.decision.voting import RankedLabels
 from kenning.errors import KenningError
 from kenning.eval.metrics import (
+    answer_metrics,
     average_precision_at_k,
-    global_average_precision,
-    map_at_k,
     recall_at_k,
     retrieval_precision,
+    top_confidence,
 )
-from kenning.eval.open_set import false_accept_rate, known_unknown_auroc
-from kenning.index.voting import Prediction, RankedLabels, place_unknown
 
 if TYPE_CHECKING:
     from kenning.recognizer import Recognizer
@@ -47,35 +47,37 @@ class EvalResult:
     neighbour_sims: np.ndarray = field(repr=False)
     unknown_label: str = "unknown"
     calibration: dict = field(default_factory=dict)  # how the index's threshold was chosen, with its curve
+    local: list | None = field(default=None, repr=False)  # with local matching: each query's LocalScores
+    reliability: dict = field(default_factory=dict, repr=False)  # score name -> (predicted, same) of candidate pairs
+    local_matches: list = field(default_factory=list, repr=False)  # per query: (gallery path, query xy, gallery xy)
 
 
-def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = False) -> EvalResult:
+def evaluate(
+    recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = False, exclude_sighting: bool = False
+) -> EvalResult:
     """Open set (default): unknown placed by the index's threshold. Closed set: queries without a
-    gallery match are left out and unknown is never answered (protocol A's pure retrieval figures)."""
+    gallery match are left out and unknown is never answered (protocol A's pure retrieval figures).
+    `exclude_sighting`: a query matches no gallery image of its own sighting (protocol A: nyala's
+    `<n>_left/right` photos of one animal share the scene), only images of other sightings."""
     if queries.empty:
         raise KenningError("no query images to evaluate")
     index = recognizer.index
     digests = queries[DIGEST].tolist() if DIGEST in queries else file_digests(queries["path"].tolist())
     own_ids = index.ids_of_images(queries["image_id"].tolist(), digests)
-    vectors = np.zeros((len(queries), index.manifest.embedding_dim), dtype=np.float32)
-    ok = np.ones(len(queries), dtype=bool)
-    in_gallery = own_ids >= 0
-    vectors[in_gallery] = index.vectors_of(own_ids[in_gallery])
-    if (~in_gallery).any():
-        embedded = recognizer.embed(queries.loc[~in_gallery, "path"].tolist())
-        positions = np.flatnonzero(~in_gallery)
-        vectors[positions[embedded.ok]] = embedded.vectors
-        ok[positions[~embedded.ok]] = False
-    queries, vectors, own_ids = queries[ok].reset_index(drop=True), vectors[ok], own_ids[ok]
+    vectors, local, ok = _probes(recognizer, queries, own_ids)
+    queries, own_ids = queries[ok].reset_index(drop=True), own_ids[ok]
+    exclude = _sighting_ids(index.table, queries, own_ids) if exclude_sighting else own_ids[:, None]
 
     unknown = recognizer.unknown_label
     counts = index.label_counts()
-    own_labels = index.labels_of(own_ids)
-    available = np.array([counts.get(lab, 0) for lab in queries["label"]]) - (own_labels == queries["label"].to_numpy())
-    available = np.where(queries["label"].to_numpy() == UNLABELLED, 0, available)
+    labels = queries["label"].to_numpy()
+    excluded_same = (index.labels_of(exclude) == labels[:, None]).sum(1)
+    available = np.array([counts.get(lab, 0) for lab in labels]) - excluded_same
+    available = np.where(labels == UNLABELLED, 0, available)
     if closed_set:
         keep = available > 0
-        queries, vectors, own_ids, available = queries[keep], vectors[keep], own_ids[keep], available[keep]
+        queries, vectors, exclude, available = queries[keep], vectors[keep], exclude[keep], available[keep]
+        local = None if local is None else [f for f, kept in zip(local, keep, strict=True) if kept]
         if queries.empty:
             raise KenningError("no query has a match in the gallery; closed-set evaluation needs some")
     known = available > 0
@@ -83,10 +85,12 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
 
     r_max = int(available[available <= MAX_R].max(initial=0))
     width = min(max(index.manifest.k, SHOWN, r_max), len(index))
-    neighbours = recognizer.neighbours(vectors, width, exclude=own_ids)
-    threshold = None if closed_set else index.manifest.threshold
-    ranked = recognizer.vote(neighbours)
-    predictions = [place_unknown(r, threshold, unknown) for r in ranked]
+    matches = recognizer.match(vectors, local, width, exclude)
+    neighbours = matches.neighbours
+    threshold = None if closed_set else recognizer.threshold
+    ranked = recognizer.rank(matches)
+    predictions = recognizer.answer(ranked, threshold)
+    retrieved = neighbours.labels if matches.candidates is None else _ranked_labels(ranked, SHOWN)
     scored_r = known & (available <= MAX_R)
     precision = retrieval_precision(neighbours.labels[scored_r][:, :r_max], actual[scored_r], available[scored_r])
     answers = answer_metrics(actual, known, predictions, queries["image_id"].tolist(), unknown, threshold)
@@ -96,9 +100,10 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
         "unknown_queries": int((~known).sum()),
         "gallery_size": len(index),
         "threshold": threshold,
-        "calibrated_for": index.manifest.calibration.get("objective") if threshold is not None else None,
-        "recall@1": recall_at_k(actual[known], neighbours.labels[known], 1) if known.any() else None,
-        "recall@5": recall_at_k(actual[known], neighbours.labels[known], 5) if known.any() else None,
+        "calibrated_for": recognizer.calibration.get("objective") if threshold is not None else None,
+        "ranked_by": "fused" if matches.candidates is not None else "embedding",
+        "recall@1": recall_at_k(actual[known], retrieved[known], 1) if known.any() else None,
+        "recall@5": recall_at_k(actual[known], retrieved[known], 5) if known.any() else None,
         **{key: (None if np.isnan(value) else value) for key, value in precision.items()},
         **answers,
     }
@@ -111,7 +116,7 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
             "known": known,
             "gallery_images": available,
             "predicted": [" ".join(p.labels) for p in predictions],
-            "confidence": [_top_confidence(p) for p in predictions],
+            "confidence": [top_confidence(p) for p in predictions],
             "best_similarity": [p.best_similarity for p in predictions],
             "correct": top == actual,
             "ap@5": [average_precision_at_k(a, p.labels) for a, p in zip(actual, predictions, strict=True)],
@@ -125,41 +130,86 @@ def evaluate(recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = F
         neighbours.labels[:, :SHOWN],
         neighbours.similarities[:, :SHOWN],
         unknown,
-        index.manifest.calibration if threshold is not None else {},
+        recognizer.calibration if threshold is not None else {},
+        matches.local,
+        _reliability(recognizer, matches.candidates, actual),
+        _local_matches(recognizer, matches.local, local),
     )
 
 
-def answer_metrics(
-    actual: np.ndarray,
-    known: np.ndarray,
-    predictions: Sequence[Prediction],
-    query_ids: Sequence[str],
-    unknown_label: str,
-    threshold: float | None,
-) -> dict[str, float | None]:
-    """The figures of a system's answers, whatever produced them (k-NN voting, a classifier, a rule):
-    Kaggle MAP@5 and GAP (the first answer, no prediction when it is unknown), accuracy on known and
-    on unknown queries, AUROC of the best-match score and the false-accept rate at `threshold`."""
-    top = np.array([p.labels[0] if p.labels else unknown_label for p in predictions], dtype=object)
-    best = np.array([p.best_similarity for p in predictions], dtype=np.float64)
-    return {
-        "map@5": map_at_k(list(actual), [p.labels for p in predictions]),
-        "gap": global_average_precision(
-            [a if k else None for a, k in zip(actual, known, strict=True)],
-            [None if t == unknown_label else t for t in top],
-            [_top_confidence(p) for p in predictions],
-            query_ids,
-        ),
-        "known_accuracy": float(np.mean(top[known] == actual[known])) if known.any() else None,
-        "unknown_accuracy": float(np.mean(top[~known] == unknown_label)) if (~known).any() else None,
-        "auroc_known_vs_unknown": known_unknown_auroc(best, known),
-        "false_accept_rate": false_accept_rate(best, known, threshold),
-    }
+def _reliability(recognizer: Recognizer, candidates: list | None, actual: np.ndarray) -> dict:
+    """Each calibrated score and the fused probability of every (query, candidate identity) pair,
+    with whether it is the same identity: what the report's reliability diagram draws."""
+    if candidates is None or recognizer.fusion is None:
+        return {}
+    scores, same = pairs(candidates, list(actual))
+    fusion = recognizer.fusion
+    out = {"fused": (fusion.probability(scores), same)}
+    out.update({f"{p} (calibrated)": (c(scores[p]), same) for p, c in fusion.calibrators.items()})
+    return out
 
 
-def _top_confidence(prediction: Prediction) -> float:
-    conf = prediction.confidences[0] if prediction.confidences else None
-    return 0.0 if conf is None else conf
+def _local_matches(recognizer: Recognizer, scores: list | None, local: list | None) -> list:
+    """Per query, its best local match: (gallery path, matched query xy, matched gallery xy), or None."""
+    if scores is None or local is None:
+        return []
+    best = np.array([int(s.image_ids[0]) if len(s.image_ids) else -1 for s in scores], np.int64)
+    found = best >= 0
+    gallery = dict(zip(best[found], recognizer.index.local_of(best[found]), strict=True))
+    paths = recognizer.index.paths_of(best)
+    out = []
+    for i, (s, features) in enumerate(zip(scores, local, strict=True)):
+        if best[i] < 0 or best[i] not in s.matches:
+            out.append(None)
+            continue
+        pairs_ = s.matches[best[i]]
+        out.append((str(paths[i]), features.keypoints[pairs_[:, 0], :2], gallery[best[i]].keypoints[pairs_[:, 1], :2]))
+    return out
+
+
+def _ranked_labels(ranked: list[RankedLabels], width: int) -> np.ndarray:
+    """(n, width) labels in the decision's order, "" padded: with local matching, Recall@K counts
+    the fused ranking (the embedding's nearest images still give R-precision and mAP@R)."""
+    out = np.full((len(ranked), width), "", dtype=object)
+    for i, r in enumerate(ranked):
+        out[i, : min(width, len(r.labels))] = r.labels[:width]
+    return out
+
+
+def _probes(
+    recognizer: Recognizer, queries: pd.DataFrame, own_ids: np.ndarray
+) -> tuple[np.ndarray, list | None, np.ndarray]:
+    """Each query's vector (and local features): stored ones for queries that are gallery images
+    (the same the model gives them), read for the others; `ok`: which could be read."""
+    index = recognizer.index
+    vectors = np.zeros((len(queries), index.manifest.embedding_dim), dtype=np.float32)
+    local: list | None = [None] * len(queries) if recognizer.use_local else None
+    ok = np.ones(len(queries), dtype=bool)
+    in_gallery = own_ids >= 0
+    vectors[in_gallery] = index.vectors_of(own_ids[in_gallery])
+    if local is not None:
+        for i, features in zip(np.flatnonzero(in_gallery), index.local_of(own_ids[in_gallery]), strict=True):
+            local[i] = features
+    if (~in_gallery).any():
+        probes = recognizer.read(queries.loc[~in_gallery, "path"].tolist())
+        positions = np.flatnonzero(~in_gallery)
+        vectors[positions[probes.ok]] = probes.vectors
+        if local is not None:
+            for i, features in zip(positions[probes.ok], probes.local, strict=True):
+                local[i] = features
+        ok[positions[~probes.ok]] = False
+    return vectors[ok], None if local is None else [f for f, kept in zip(local, ok, strict=True) if kept], ok
+
+
+def _sighting_ids(gallery: pd.DataFrame, queries: pd.DataFrame, own_ids: np.ndarray) -> np.ndarray:
+    """(n, m) gallery ids of each query's own sighting (same label and sighting key), itself
+    included, -1 padded."""
+    key = gallery["label"].astype(str) + "\x00" + gallery["image_id"].map(lambda i: repr(sighting_key(i)))
+    ids_by_key = gallery["id"].groupby(key.to_numpy()).agg(list).to_dict()
+    query_key = queries["label"].astype(str) + "\x00" + queries["image_id"].map(lambda i: repr(sighting_key(i)))
+    rows = [sorted({*ids_by_key.get(k, []), int(own)} - {-1}) for k, own in zip(query_key, own_ids, strict=True)]
+    width = max(1, max(map(len, rows), default=1))
+    return np.array([r + [-1] * (width - len(r)) for r in rows], np.int64)
 
 
 def write_eval(result: EvalResult, out: str | Path) -> None:

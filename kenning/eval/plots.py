@@ -158,3 +158,69 @@ def _thumbnail(path: str, size: int) -> np.ndarray:
         return np.full((size, size, 3), 200, dtype=np.uint8)
     img.thumbnail((size, size))
     return np.asarray(img)
+
+
+def plot_reliability(parts: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, bins: int = 10) -> None:
+    """Reliability diagram: for each score (fused probability, each calibrated part), the observed
+    rate of same-identity pairs against the predicted probability, in bins of equal count."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    top = 0.05
+    for name, (predicted, same) in parts.items():
+        if len(predicted) == 0:
+            continue
+        order = np.argsort(predicted, kind="stable")
+        groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
+        x = [float(predicted[g].mean()) for g in groups]
+        y = [float(same[g].mean()) for g in groups]
+        ax.plot(x, y, marker="o", label=f"{name} ({int(same.sum())} of {len(same)} pairs same)")
+        top = max(top, *x, *y)
+    ax.set(
+        xlabel="predicted P(same identity)",
+        ylabel="observed same-identity rate",
+        xlim=(0, min(1, top * 1.1)),
+        ylim=(0, min(1, top * 1.1)),
+        title="calibration of the candidate scores",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    _save(fig, path)
+
+
+@dataclass
+class MatchRow:
+    title: str
+    query_path: str
+    gallery_path: str
+    query_xy: np.ndarray  # (m, 2) matched keypoints in the query, original pixels
+    gallery_xy: np.ndarray  # (m, 2) their matches in the gallery image
+    same: bool  # the gallery image is of the query's identity
+
+
+def plot_local_matches(rows: list[MatchRow], path: str | Path, height: int = 220, lines: int = 60) -> None:
+    """Query beside its best local match, with lines between the matched keypoints (the strongest
+    `lines`): why the local stage gave its answer."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 2.6 * len(rows)), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows, strict=True):
+        left, ls = _scaled(row.query_path, height)
+        right, rs = _scaled(row.gallery_path, height)
+        canvas = np.full((height, left.shape[1] + right.shape[1] + 10, 3), 255, np.uint8)
+        canvas[: left.shape[0], : left.shape[1]] = left
+        canvas[: right.shape[0], left.shape[1] + 10 :] = right
+        ax.imshow(canvas)
+        colour = "tab:green" if row.same else "tab:red"
+        for (qx, qy), (gx, gy) in list(zip(row.query_xy, row.gallery_xy, strict=True))[:lines]:
+            ax.plot([qx * ls, gx * rs + left.shape[1] + 10], [qy * ls, gy * rs], color=colour, linewidth=0.6, alpha=0.7)
+        ax.set_title(f"{row.title}: {len(row.query_xy)} matched keypoints", fontsize=8, color=colour)
+        ax.axis("off")
+    _save(fig, path)
+
+
+def _scaled(path: str, height: int) -> tuple[np.ndarray, float]:
+    """The image at `height` pixels high, and the factor from its original pixels."""
+    try:
+        img = load_image(path)
+    except KenningError:
+        return np.full((height, height, 3), 200, dtype=np.uint8), 0.0
+    scale = height / img.height
+    return np.asarray(img.resize((max(1, round(img.width * scale)), height))), scale

@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from kenning.atomic import atomic_write_json, atomic_write_text
-from kenning.eval.calibration import describe_calibration, sweep, threshold_grid
+from kenning.decision.threshold import describe_calibration, sweep, threshold_grid
 from kenning.eval.evaluate import EvalResult, write_eval
 from kenning.eval.plots import (
+    MatchRow,
     RetrievalRow,
+    plot_local_matches,
     plot_per_identity,
+    plot_reliability,
     plot_retrieval_grid,
     plot_similarity_histograms,
     plot_threshold_sweep,
@@ -32,6 +35,12 @@ CAPTIONS = {
     "retrieval_grid.png": "The worst queries (top) and the best (bottom): the query, then its five nearest gallery "
     "images with label and cosine similarity; green when the label is the query's.",
     "per_identity.png": "Top-1 accuracy of each known identity against how many of its images the gallery holds.",
+    "reliability.png": "With local matching: for every (query, candidate identity) pair, the probability each "
+    "calibrated score and their fusion predict against the observed rate of same-identity pairs (on the "
+    "diagonal: calibrated). "
+    "The calibrators were fitted on held-out training identities, not on these queries.",
+    "local_matches.png": "With local matching: queries beside the gallery image they matched best locally, lines "
+    "between the matched keypoints (green: the same identity, red: another). Why an answer was given.",
 }
 
 
@@ -68,6 +77,13 @@ def write_report(result: EvalResult, out: str | Path, title: str = "Kenning eval
     plot_retrieval_grid(_grid_rows(result), out / "retrieval_grid.png")
     plot_per_identity(q, out / "per_identity.png")
     figures += ["similarity_histograms.png", "retrieval_grid.png", "per_identity.png"]
+    if result.reliability:
+        plot_reliability(result.reliability, out / "reliability.png")
+        figures.append("reliability.png")
+    match_rows = _match_rows(result)
+    if match_rows:
+        plot_local_matches(match_rows, out / "local_matches.png")
+        figures.append("local_matches.png")
     page = out / "report.html"
     atomic_write_text(page, _html(title, result, figures, out))
     return page
@@ -103,6 +119,24 @@ def _grid_rows(result: EvalResult) -> list[RetrievalRow]:
                     similarities=[float(s) for s in result.neighbour_sims[i] if np.isfinite(s)],
                 )
             )
+    return rows
+
+
+def _match_rows(result: EvalResult) -> list[MatchRow]:
+    """The grid's queries again (worst and best), each beside its best local match."""
+    if not result.local_matches:
+        return []
+    q = result.per_query.reset_index(drop=True)
+    rows = []
+    for row in _grid_rows(result):
+        i = int(q.index[q["path"] == row.query_path][0])
+        found = result.local_matches[i]
+        if found is None:
+            continue
+        path, query_xy, gallery_xy = found
+        label = result.local[i].labels[0] if result.local[i].labels else "-"
+        title = f"{row.title.splitlines()[0]}; truth {row.actual}, best local match {label}"
+        rows.append(MatchRow(title, row.query_path, path, query_xy, gallery_xy, label == row.actual))
     return rows
 
 

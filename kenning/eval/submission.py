@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from kenning.atomic import atomic_save
-from kenning.index.voting import Prediction
+from kenning.decision.voting import Prediction
 
 FORMATS = ("whale", "landmark")
 

@@ -1,1 +1,1 @@
-"""Nearest-neighbour search over gallery embeddings, the label store beside it, and voting."""
+"""Nearest-neighbour search over gallery embeddings and the label store beside it."""

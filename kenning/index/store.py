@@ -5,6 +5,8 @@ Layout (G is a generation number; a manifest names the files of its generation):
 - `base-G.parquet`: its label table (id, image_id, label, path, enrolled_at, sha256 of the file);
 - `delta-G.parquet`: enrolments since, rows with their vectors (searched exactly in memory);
 - `removed-G.npy`: ids of base entries forgotten since;
+- `local-base-G.npz` / `local-delta-G.npz` (with local matching on): the local features of the base
+  and of the enrolments, by the same ids, so tombstones and compaction apply to both stages;
 - `manifest.json`: model fingerprint, embedding size, backend, counts, threshold, file names.
 
 Enroll and forget write only the small files, so they take milliseconds at a million images
@@ -39,20 +41,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kenning.atomic import atomic_save, atomic_save_array, atomic_write_json, sweep_temporaries, temporary_name
-from kenning.config import IndexConfig, check_value
+from kenning.config import IndexConfig, LocalConfig, check_value
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
 from kenning.index.backend import SUFFIX, VectorIndex, create_index, load_index
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.lock import index_lock
 from kenning.index.topk import select_top
+from kenning.local.featureset import FeatureSet, LocalFeatures, concat
 from kenning.manifests import read_manifest
 from kenning.paths import require_output_dir
 
 FORMAT = "kenning-index/2"
 MANIFEST = "manifest.json"
 TABLE_COLUMNS = ["id", "image_id", "label", "path", "enrolled_at", "sha256"]
-_GENERATION = r"(?:base-\d+\.(?:faiss|ann|ann\.ids\.npy|parquet)|delta-\d+\.parquet|removed-\d+\.npy)"
+_GENERATION = (
+    r"(?:base-\d+\.(?:faiss|ann|ann\.ids\.npy|parquet)|delta-\d+\.parquet|removed-\d+\.npy"
+    r"|local-(?:base|delta)-\d+\.npz)"
+)
 GENERATION_FILE = re.compile(rf"^{_GENERATION}$")  # the only names a commit ever deletes
 TEMPORARY_FILE = temporary_name(rf"{_GENERATION}|manifest\.json")
 OWN_FILE = re.compile(rf"^(?:{_GENERATION}|manifest\.json|index\.lock)$")
@@ -81,6 +87,10 @@ class IndexManifest:
     delta_file: str = ""
     removed_file: str = ""
     model_dir_relative: str = ""  # model_dir relative to the index: found again when both are moved together
+    local: dict[str, Any] = field(default_factory=dict)  # the LocalConfig its local features were made with; {}: none
+    local_base_file: str = ""
+    local_delta_file: str = ""
+    fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
     format: str = FORMAT
 
 
@@ -106,10 +116,15 @@ class Enrolment:
 
 @dataclass
 class Delta:
-    """Enrolments since the base was built: their rows and vectors."""
+    """Enrolments since the base was built: their rows, vectors and (local matching on) local features."""
 
     table: pd.DataFrame
     vectors: np.ndarray
+    local: FeatureSet | None = None
+
+    def keep(self, mask: np.ndarray) -> Delta:
+        local = None if self.local is None else self.local.select(np.isin(self.local.ids, self.table["id"][mask]))
+        return Delta(self.table[mask].reset_index(drop=True), self.vectors[mask], local)
 
 
 class GalleryIndex:
@@ -122,18 +137,28 @@ class GalleryIndex:
         base_table: pd.DataFrame,
         delta: Delta | None = None,
         removed: np.ndarray | None = None,
+        base_local: FeatureSet | None = None,
     ):
         self.manifest = manifest
         self.base = base
         self.base_table = base_table.reset_index(drop=True)
+        self.base_local = base_local if base_local is not None or not manifest.local else FeatureSet.empty()
         self._set_changes(
-            delta or Delta(empty_table(), np.zeros((0, manifest.embedding_dim), np.float32)),
+            delta or _empty_delta(manifest),
             np.zeros(0, np.int64) if removed is None else removed,
         )
 
     @classmethod
-    def new(cls, model: ModelManifest, model_dir: str | Path, cfg: IndexConfig, size: int) -> GalleryIndex:
-        """An empty index for about `size` images; `cfg.index_type` auto picks the structure by size."""
+    def new(
+        cls,
+        model: ModelManifest,
+        model_dir: str | Path,
+        cfg: IndexConfig,
+        size: int,
+        local: dict[str, Any] | None = None,
+    ) -> GalleryIndex:
+        """An empty index for about `size` images; `cfg.index_type` auto picks the structure by size.
+        `local`: the local-feature settings (LocalConfig as a dict) when local matching is on."""
         base = create_index(cfg.backend, model.embedding_dim, size, cfg.index_type, cfg.search_params)
         manifest = IndexManifest(
             model_fingerprint=model.fingerprint,
@@ -148,6 +173,7 @@ class GalleryIndex:
             power=cfg.power,
             flip_tta=cfg.flip_tta,
             threshold=cfg.threshold,
+            local=dict(local or {}),
         )
         return cls(manifest, base, empty_table())
 
@@ -167,12 +193,17 @@ class GalleryIndex:
         paths: list[str],
         digests: list[str] | None = None,
         progress: bool = False,
+        local: Sequence[LocalFeatures] | None = None,
     ) -> np.ndarray:
-        """Add to the bulk index (building a gallery); enrolments into a saved index go through `enroll`."""
+        """Add to the bulk index (building a gallery); enrolments into a saved index go through `enroll`.
+        `local`: each image's local features, required when the index matches them."""
         _check_dim(vectors, self.manifest.embedding_dim)
+        _check_local(self.manifest, local, len(vectors))
         ids = np.arange(self.manifest.next_id, self.manifest.next_id + len(vectors), dtype=np.int64)
         self.base.add(vectors, ids, progress=progress)
         self.base_table = _concat(self.base_table, _rows(ids, image_ids, labels, paths, digests))
+        if local is not None and self.base_local is not None:
+            self.base_local = concat([self.base_local, FeatureSet.of(ids, local)])
         self.manifest.next_id += len(vectors)
         self._set_changes(self.delta, self.removed)
         return ids
@@ -180,10 +211,11 @@ class GalleryIndex:
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (similarities, ids) over base and side index, forgotten entries skipped; -inf / -1 pad.
 
-        `exclude[i]` is an id query i must not match (itself, for leave-one-out), or -1.
+        `exclude[i]` is an id query i must not match (itself, for leave-one-out), or a row of them
+        (its own sighting), -1 padded.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        extra = 1 if exclude is not None else 0
+        extra = 0 if exclude is None else 1 if np.ndim(exclude) == 1 else np.shape(exclude)[1]
         parts = []
         if self.base.ntotal:  # over-fetch by the tombstones that may crowd the top
             parts.append(self.base.search(queries, min(k + len(self.removed) + extra, self.base.ntotal)))
@@ -226,6 +258,38 @@ class GalleryIndex:
             found = np.where(found >= 0, found, by_bytes)
         return found
 
+    def live_local(self) -> FeatureSet | None:
+        """Local features of every answerable image (base not forgotten, then enrolments); None when
+        the index has none."""
+        if self.base_local is None:
+            return None
+        base = self.base_local.select(~np.isin(self.base_local.ids, self.removed))
+        return concat([base, self.delta.local]) if self.delta.local is not None else base
+
+    def local_of(self, ids: np.ndarray) -> list[LocalFeatures]:
+        """Stored local features of live ids (the index must have them)."""
+        live = self.live_local()
+        if live is None:
+            raise KenningError("this index has no local features")
+        rows = live.rows_of(np.asarray(ids, np.int64))
+        return [live.image(r) for r in rows]
+
+    def with_enrolled(
+        self, vectors: np.ndarray, image_ids: list[str], labels: list[str], local: Sequence[LocalFeatures] | None
+    ) -> GalleryIndex:
+        """A copy in memory with more images in its side index (nothing is written): calibration
+        enrols held-out identities into it exactly as `enroll` would into the saved index."""
+        _check_dim(vectors, self.manifest.embedding_dim)
+        _check_local(self.manifest, local, len(vectors))
+        manifest = dataclasses.replace(self.manifest, next_id=self.manifest.next_id + len(vectors))
+        ids = np.arange(self.manifest.next_id, manifest.next_id, dtype=np.int64)
+        rows = _rows(ids, image_ids, labels, [""] * len(ids))
+        delta_local = None
+        if local is not None:
+            delta_local = concat([self.delta.local or FeatureSet.empty(), FeatureSet.of(ids, local)])
+        delta = Delta(_concat(self.delta.table, rows), np.concatenate([self.delta.vectors, vectors]), delta_local)
+        return GalleryIndex(manifest, self.base, self.base_table, delta, self.removed, self.base_local)
+
     def label_counts(self) -> pd.Series:
         return self.table["label"].value_counts()
 
@@ -250,8 +314,14 @@ class GalleryIndex:
         atomic_save(directory / f"base-{gen}.parquet", lambda p: _write_table(self.base_table, p))
         _write_delta(directory / f"delta-{gen}.parquet", self.delta)
         atomic_save_array(directory / f"removed-{gen}.npy", self.removed)
+        local_files = {}
+        if self.manifest.local:
+            local_files = {"local_base_file": f"local-base-{gen}.npz", "local_delta_file": f"local-delta-{gen}.npz"}
+            self.base_local.save(directory / local_files["local_base_file"])
+            (self.delta.local or FeatureSet.empty()).save(directory / local_files["local_delta_file"])
         self.manifest = dataclasses.replace(
             self.manifest,
+            **local_files,
             generation=gen,
             count=len(self),
             base_file=base_file,
@@ -298,6 +368,7 @@ class GalleryIndex:
             base_table = _complete(pd.read_parquet(directory / manifest.base_table))
             delta = _read_delta(directory, manifest)
             removed = _read_array(directory / manifest.removed_file)
+            base_local = FeatureSet.load(directory / manifest.local_base_file) if manifest.local else None
         except (FileNotFoundError, KenningError):  # missing files: retried by load; ours: already one line
             raise
         except Exception as exc:  # faiss raises RuntimeError, pyarrow and numpy their own types
@@ -312,7 +383,9 @@ class GalleryIndex:
                 f"index {directory} is inconsistent: {base.ntotal} base vectors, {len(base_table)} base labels, "
                 f"{len(removed)} removed, {len(delta.table)} enrolled; manifest says {manifest.count}"
             )
-        return cls(manifest, base, base_table, delta, removed)
+        if base_local is not None and not _same_ids(base_local.ids, base_table["id"]):
+            raise KenningError(f"index {directory} is inconsistent: its local features are not those of its images")
+        return cls(manifest, base, base_table, delta, removed, base_local)
 
     @property
     def delta(self) -> Delta:
@@ -342,8 +415,10 @@ def enroll(
     labels: list[str],
     paths: list[str],
     digests: list[str] | None = None,
+    local: Sequence[LocalFeatures] | None = None,
 ) -> Enrolment:
-    """Add images to the side index of a saved index without touching its base.
+    """Add images (and, for an index that matches them, their local features) to the side index of
+    a saved index without touching its base.
 
     Checked against the live images under the lock: an image id the index holds is made unique
     (`IMG_0001-<first 8 hex of its sha256>.jpg`), so `forget --id` never removes two photos; bytes
@@ -354,6 +429,7 @@ def enroll(
     with _writer_lock(directory):
         manifest = read_index_manifest(directory)
         _check_dim(vectors, manifest.embedding_dim)
+        _check_local(manifest, local, len(vectors))
         delta = _read_delta(directory, manifest)
         candidates = [c for name, digest in zip(image_ids, digests, strict=True) for c in _id_candidates(name, digest)]
         live = _live_rows(directory, manifest, delta, candidates, [d for d in digests if d])
@@ -383,7 +459,10 @@ def enroll(
             pick = [labels, paths, digests]
             rows = _rows(ids, new_ids, *([column[i] for i in positions] for column in pick))
             added = np.asarray(vectors, np.float32)[positions]
-            delta = Delta(_concat(delta.table, rows), np.concatenate([delta.vectors, added]))
+            added_local = None
+            if delta.local is not None and local is not None:
+                added_local = concat([delta.local, FeatureSet.of(ids, [local[i] for i in positions])])
+            delta = Delta(_concat(delta.table, rows), np.concatenate([delta.vectors, added]), added_local)
             _commit_changes(directory, manifest, delta, None, count=count, next_id=manifest.next_id + len(ids))
     return Enrolment(ids, new_ids, positions, already, count)
 
@@ -445,7 +524,7 @@ def forget(directory: str | Path, labels: Sequence[str] = (), image_ids: Sequenc
         _commit_changes(
             directory,
             manifest,
-            Delta(delta.table[~delta_hit].reset_index(drop=True), delta.vectors[~delta_hit]),
+            delta.keep(~delta_hit),
             np.union1d(removed, base_hit).astype(np.int64),
             count=manifest.count - count,
         )
@@ -473,18 +552,20 @@ def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
             vectors = np.concatenate([base.reconstruct(kept_ids), index.delta.vectors])
             base = create_index(m.backend, m.embedding_dim, len(vectors), m.index_type, m.search_params)
             base.add(vectors, np.concatenate([kept_ids, delta_ids]), progress=progress)
-        empty = Delta(empty_table(), np.zeros((0, m.embedding_dim), np.float32))
-        compacted = GalleryIndex(m, base, base_table, empty, np.zeros(0, np.int64))
+        compacted = GalleryIndex(m, base, base_table, _empty_delta(m), np.zeros(0, np.int64), index.live_local())
         compacted._save_locked(directory, progress)
     return compacted
 
 
-def set_threshold(directory: str | Path, threshold: float | None, calibration: dict[str, Any]) -> IndexManifest:
-    """Record the unknown threshold and how it was chosen; only the manifest changes."""
+def set_threshold(
+    directory: str | Path, threshold: float | None, calibration: dict[str, Any], fusion: dict[str, Any] | None = None
+) -> IndexManifest:
+    """Record the unknown threshold and how it was chosen (and, with local matching, the fusion of
+    the stages with its own threshold); only the manifest changes."""
     directory = Path(directory)
     with _writer_lock(directory):
         manifest = read_index_manifest(directory)
-        manifest = dataclasses.replace(manifest, threshold=threshold, calibration=calibration)
+        manifest = dataclasses.replace(manifest, threshold=threshold, calibration=calibration, fusion=fusion or {})
         _commit(directory, manifest)
     return manifest
 
@@ -503,6 +584,16 @@ def read_index_manifest(directory: Path) -> IndexManifest:
             check_value(f"index.{key}", value)
         except KenningError as exc:
             raise KenningError(f"{directory / MANIFEST}: {exc}") from None
+    fused = manifest.fusion.get("threshold") if isinstance(manifest.fusion, dict) else "damaged"
+    fused_ok = fused is None or (isinstance(fused, int | float) and not isinstance(fused, bool) and 0 <= fused <= 1)
+    if not isinstance(manifest.local, dict) or not fused_ok:
+        raise KenningError(f"{directory / MANIFEST}: the local matching settings or fused threshold are damaged")
+    if manifest.local:
+        try:
+            for key, value in dataclasses.asdict(LocalConfig(**manifest.local)).items():
+                check_value(f"local.{key}", value)
+        except (TypeError, KenningError) as exc:
+            raise KenningError(f"{directory / MANIFEST}: damaged local matching settings: {first_line(exc)}") from None
     if manifest.backend not in SUFFIX or not manifest.base_file.endswith(SUFFIX[manifest.backend]):
         raise KenningError(
             f"{directory / MANIFEST}: backend {manifest.backend!r} does not match its file {manifest.base_file!r}"
@@ -549,6 +640,9 @@ def _commit_changes(
     gen = _next_generation(directory, manifest)
     changes = {"generation": gen, "delta_file": f"delta-{gen}.parquet", **fields}
     _write_delta(directory / changes["delta_file"], delta)
+    if manifest.local:
+        changes["local_delta_file"] = f"local-delta-{gen}.npz"
+        (delta.local or FeatureSet.empty()).save(directory / changes["local_delta_file"])
     if removed is not None:
         changes["removed_file"] = f"removed-{gen}.npy"
         atomic_save_array(directory / changes["removed_file"], removed)
@@ -565,6 +659,7 @@ def _commit(directory: Path, manifest: IndexManifest) -> None:
     temporaries of killed writers, are removed (under the lock: no other writer is running)."""
     atomic_write_json(directory / MANIFEST, dataclasses.asdict(manifest))
     keep = [manifest.base_file, manifest.base_table, manifest.delta_file, manifest.removed_file]
+    keep += [f for f in (manifest.local_base_file, manifest.local_delta_file) if f]
     for path in directory.iterdir():
         name = path.name
         if GENERATION_FILE.match(name) and not any(name == k or name.startswith(f"{k}.") for k in keep):
@@ -621,7 +716,24 @@ def _read_delta(directory: Path, manifest: IndexManifest) -> Delta:
     column = table.column("vector").combine_chunks()
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     rows = _complete(table.drop(["vector"]).to_pandas())
-    return Delta(rows, vectors.reshape(len(rows), manifest.embedding_dim))
+    local = FeatureSet.load(directory / manifest.local_delta_file) if manifest.local else None
+    if local is not None and not _same_ids(local.ids, rows["id"]):
+        raise KenningError(f"index {directory} is inconsistent: the local features of its enrolments do not match them")
+    return Delta(rows, vectors.reshape(len(rows), manifest.embedding_dim), local)
+
+
+def _empty_delta(manifest: IndexManifest) -> Delta:
+    local = FeatureSet.empty() if manifest.local else None
+    return Delta(empty_table(), np.zeros((0, manifest.embedding_dim), np.float32), local)
+
+
+def _check_local(manifest: IndexManifest, local: Sequence[LocalFeatures] | None, count: int) -> None:
+    if manifest.local and (local is None or len(local) != count):
+        raise KenningError("this index matches local features: images must come with theirs (one per image)")
+
+
+def _same_ids(a: np.ndarray, b: pd.Series) -> bool:
+    return np.array_equal(np.sort(np.asarray(a, np.int64)), np.sort(b.to_numpy(np.int64)))
 
 
 def _read_array(path: Path) -> np.ndarray:

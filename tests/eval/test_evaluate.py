@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from kenning.data.readers import read_dataset, select_split
-from kenning.data.splits import catalogue_split
+from kenning.data.splits import catalogue_split, sighting_key
 from kenning.eval.evaluate import evaluate
 from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
@@ -81,3 +81,45 @@ def test_report_renders(built_index: Path, demo_dir: Path, tmp_path: Path) -> No
     assert metrics["calibration"]["objective"] == "map@5" and "curve" not in metrics["calibration"]
     assert metrics["map@5"] == pytest.approx(result.metrics["map@5"])
     assert np.isfinite(metrics["threshold"])
+
+
+def _sightings(demo_dir: Path, out: Path) -> Path:
+    """The demo's test landmarks as sightings: each photo twice, `<n>_leftphoto.jpg` and a re-encoded
+    `<n>_rightphoto.jpg` (other bytes, nearly the same pixels: a scene shared by both flanks)."""
+    test = select_split(read_dataset(demo_dir), "test")
+    test = test[test["label"] != ""]
+    rows = []
+    for n, (path, label) in enumerate(zip(test["path"], test["label"], strict=True)):
+        (out / label).mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as img:
+            img.convert("RGB").save(out / label / f"{n}_leftphoto.jpg", quality=95)
+            img.convert("RGB").save(out / label / f"{n}_rightphoto.jpg", quality=80)
+        rows += [(f"{label}/{n}_leftphoto.jpg", label), (f"{label}/{n}_rightphoto.jpg", label)]
+    lines = ["image,label,split", *(f"{image},{label},test" for image, label in rows)]
+    (out / "labels.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_reid_never_matches_the_own_sighting(trained_model: Path, demo_dir: Path, tmp_path: Path) -> None:
+    data = select_split(read_dataset(_sightings(demo_dir, tmp_path / "data")), "test")
+    result = run_protocol("reid", trained_model, data, small_config().index, tmp_path / "index", progress=False)
+    partner = {
+        p: p.replace("_leftphoto", "_rightphoto") if "_left" in p else p.replace("_rightphoto", "_leftphoto")
+        for p in data["path"]
+    }
+    q = result.per_query
+    for path, shown in zip(q["path"], result.neighbour_paths, strict=True):
+        assert partner[path] not in set(shown) and path not in set(shown)
+    # with the own sighting allowed, the near-copy answers nearly every query: the scene, not the landmark
+    allowed = evaluate(Recognizer.open(tmp_path / "index", progress=False), data, closed_set=True)
+    assert allowed.metrics["recall@1"] > 0.95 > result.metrics["recall@1"]
+    # the same figures as leave-one-out over the stored vectors with sightings as groups
+    index = GalleryIndex.load(tmp_path / "index")
+    table = index.table
+    sightings = [(lab, sighting_key(i)) for lab, i in zip(table["label"], table["image_id"], strict=True)]
+    reference = leave_one_out(
+        index.vectors_of(index.table["id"].to_numpy()), index.table["label"].tolist(), k=5, groups=sightings
+    )
+    assert result.metrics["queries"] == reference["queries"]
+    for key in ("recall@1", "recall@5", "precision@1", "map@r"):
+        assert result.metrics[key] == pytest.approx(reference[key], abs=1e-6), key

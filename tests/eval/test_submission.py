@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kenning.decision.voting import Prediction
 from kenning.eval.submission import write_submission
-from kenning.index.voting import Prediction
 
 
 def test_whale_and_landmark_formats(tmp_path: Path) -> None:

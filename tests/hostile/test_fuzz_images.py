@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from kenning.data.images import load_image
+from kenning.decision.voting import Prediction
 from kenning.errors import KenningError
-from kenning.index.voting import Prediction
 from kenning.recognizer import Recognizer
 from tests.hostile.conftest import cli
 

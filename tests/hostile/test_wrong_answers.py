@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kenning.build import build_index
 from kenning.data.readers import read_dataset, select_split
 from kenning.eval.evaluate import evaluate
 from kenning.eval.kaggle_files import read_landmark_submission, read_whale_submission
-from kenning.recognizer import Recognizer, build_index
+from kenning.recognizer import Recognizer
 from tests.conftest import small_config
 from tests.hostile.conftest import assert_refused, cli, snapshot
 from tests.hostile.corpus import Corpus

@@ -13,7 +13,9 @@ class RankedLabels:
 
     labels: list[str]
     confidences: list[float]
-    max_similarity: list[float]  # each label's nearest neighbour
+    max_similarity: list[float]  # the score the unknown threshold is set on: the nearest neighbour's
+    # similarity, or with local matching the fused probability
+    parts: list[dict[str, float]] | None = None  # with local matching: each label's score parts
 
     @property
     def best_similarity(self) -> float:
@@ -25,6 +27,7 @@ class Prediction:
     labels: list[str]
     confidences: list[float | None]  # None for the unknown answer: it wins no vote to measure
     best_similarity: float
+    parts: list[dict[str, float] | None] | None = None  # with local matching: each answer's score parts
 
 
 def rank_labels(similarities: np.ndarray, labels: np.ndarray, power: float) -> RankedLabels:
@@ -60,10 +63,12 @@ def place_unknown(ranked: RankedLabels, threshold: float | None, unknown_label: 
     by a share of the vote, and a number on another scale would read as part of the ranking.
     """
     best = ranked.best_similarity
+    parts = ranked.parts
     if threshold is None:
-        return Prediction(ranked.labels[:top], ranked.confidences[:top], best)
+        return Prediction(ranked.labels[:top], ranked.confidences[:top], best, None if parts is None else parts[:top])
     close = [i for i, s in enumerate(ranked.max_similarity) if s >= threshold]
     far = [i for i, s in enumerate(ranked.max_similarity) if s < threshold]
     labels = [ranked.labels[i] for i in close] + [unknown_label] + [ranked.labels[i] for i in far]
     confs = [ranked.confidences[i] for i in close] + [None] + [ranked.confidences[i] for i in far]
-    return Prediction(labels[:top], confs[:top], best)
+    placed = None if parts is None else [parts[i] for i in close] + [None] + [parts[i] for i in far]
+    return Prediction(labels[:top], confs[:top], best, None if placed is None else placed[:top])

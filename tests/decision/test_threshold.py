@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kenning.eval.calibration import calibrate_threshold, describe_calibration
-from kenning.index.voting import rank_labels
+from kenning.decision.threshold import calibrate_threshold, describe_calibration
+from kenning.decision.voting import rank_labels
 
 
 def queries(known: list[float], new: list[float]) -> tuple[list, list[str]]:

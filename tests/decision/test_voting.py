@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kenning.index.voting import place_unknown, rank_labels
+from kenning.decision.voting import place_unknown, rank_labels
 
 
 def test_weighted_vote_by_hand() -> None:

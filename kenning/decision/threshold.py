@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kenning.eval.evaluate import answer_metrics
-from kenning.index.voting import RankedLabels, place_unknown
+from kenning.decision.voting import RankedLabels, place_unknown
+from kenning.eval.metrics import answer_metrics
 
 OBJECTIVES = ("map@5", "gap", "far")
 

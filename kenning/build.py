@@ -1,0 +1,183 @@
+"""Build an index from a gallery and calibrate it on the model's held-out identities.
+
+Calibration runs protocol B on held-out training identities (never the gallery's): the real gallery
+plus their enrolled first sightings form the catalogue, their other images (and every image of the
+new ones) query it through the same path as `query`. It fits the fusion of the two stages (with
+local matching) and chooses the unknown threshold of each path (embedding only, and fused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from kenning.config import IndexConfig, LocalConfig
+from kenning.data.duplicates import DIGEST, drop_duplicates
+from kenning.data.readers import UNLABELLED
+from kenning.data.splits import catalogue_split
+from kenning.decision.fusion import Fusion, fit_fusion
+from kenning.decision.threshold import Calibration, calibrate_threshold
+from kenning.embeddings.checkpoint import load_holdout, load_model
+from kenning.errors import KenningError, warn
+from kenning.index import store
+from kenning.index.store import GalleryIndex
+from kenning.recognizer import Matches, Recognizer
+
+MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
+FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
+
+
+@dataclass
+class HoldoutCalibration:
+    """What the held-out identities decided: each path's threshold, and the fusion of the stages."""
+
+    embedding: Calibration | None  # the unknown threshold of the embedding-only path
+    fusion: Fusion | None  # with local matching: the calibrators of the score parts
+    fused: Calibration | None  # with local matching: the unknown threshold on the fused probability
+
+    @property
+    def main(self) -> Calibration | None:
+        """The calibration of the path queries take by default."""
+        return self.fused if self.fusion is not None else self.embedding
+
+
+def build_index(
+    model_dir: str | Path,
+    gallery: pd.DataFrame,
+    cfg: IndexConfig,
+    out: str | Path,
+    progress: bool = True,
+    calibrate: bool = True,
+    local: LocalConfig | None = None,
+) -> tuple[GalleryIndex, Calibration | None]:
+    """Embed the labelled gallery images (and extract their local features when `local.method` is
+    not none), index them (type chosen by size unless given), fit the fusion and calibrate the
+    unknown threshold (unless given, or not `calibrate`: a closed-set evaluation), save to `out`.
+    Returns the index and the calibration of its default path."""
+    store.check_index_dir(out)  # before hours of embedding, not after
+    local_on = local is not None and local.method != "none"
+    model, manifest = load_model(model_dir)
+    thresholds = cfg.threshold is None and calibrate
+    holdout = _readable_holdout(model_dir, manifest.fingerprint) if thresholds or local_on else None
+    gallery = gallery[gallery["label"] != UNLABELLED]
+    if gallery.empty:
+        raise KenningError("the gallery has no labelled images to index")
+    if (gallery["label"] == cfg.unknown_label).any():
+        raise KenningError(
+            f"the gallery labels images {cfg.unknown_label!r}, the index's unknown label: an answer could not "
+            "tell them from 'no match'; rename them or set --unknown-label"
+        )
+    gallery = drop_duplicates(gallery, "gallery")
+    if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
+        holdout = holdout[~holdout["label"].isin(set(gallery["label"]))]
+        holdout = holdout[~holdout["image_id"].isin(set(gallery["image_id"]))]
+    if local_on and (holdout is None or holdout.empty):
+        raise KenningError(
+            "local matching needs the model's held-out identities (outside the gallery) to calibrate its fusion "
+            "with the embedding; train with train.holdout_fraction > 0, or build with --local none"
+        )
+    index = GalleryIndex.new(manifest, model_dir, cfg, len(gallery), dataclasses.asdict(local) if local_on else None)
+    index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
+    recognizer = Recognizer(model, manifest, index, batch_size=cfg.batch_size, progress=progress)
+    probes = recognizer.read(gallery["path"].tolist())
+    rows = gallery[probes.ok]
+    index.add(
+        probes.vectors,
+        rows["image_id"].tolist(),
+        rows["label"].tolist(),
+        rows["path"].tolist(),
+        rows[DIGEST].tolist(),
+        progress=progress,
+        local=probes.local,
+    )
+    index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
+    if holdout is None or holdout.empty:  # no threshold: unknown is never answered
+        return index, None
+    result = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds)
+    fusion = {}
+    if result.fusion is not None:
+        given = cfg.threshold if result.fused is None else result.fused.threshold
+        fusion = {
+            **result.fusion.to_dict(),
+            "threshold": given,
+            "calibration": result.fused.to_dict() if result.fused else {},
+        }
+    embedding = result.embedding
+    threshold = embedding.threshold if embedding else (None if local_on else cfg.threshold)
+    index.manifest = store.set_threshold(out, threshold, embedding.to_dict() if embedding else {}, fusion)
+    return index, result.main
+
+
+def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame | None:
+    """The model's held-out images, refused up front (before the gallery is embedded) when too many
+    of their files are gone: a model moved without its data, or data deleted."""
+    holdout = load_holdout(model_dir)
+    if holdout is None or holdout.empty:
+        return holdout
+    missing = [p for p in holdout["path"] if not os.path.isfile(p)]
+    _refuse_unreadable_holdout(missing, len(holdout), "are missing", fingerprint)
+    return holdout
+
+
+def _refuse_unreadable_holdout(bad: list[str], total: int, what: str, model: str) -> None:
+    """A threshold calibrated on a held-out set that is mostly gone (data moved, deleted) would be
+    silently meaningless: refuse it; a few bad images are only a warning."""
+    if len(bad) > MAX_UNREADABLE_SHARE * total:
+        raise KenningError(
+            f"cannot calibrate the unknown threshold: {len(bad)} of {total} held-out images of model {model} {what} "
+            f"(first: {bad[0]}); put the data where the model's holdout.csv says, or pass --threshold"
+        )
+    if bad:
+        warn(f"calibrating without {len(bad)} of {total} held-out images that {what}")
+
+
+def calibrate_on_holdout(
+    recognizer: Recognizer,
+    holdout: pd.DataFrame,
+    objective: str = "map@5",
+    target_far: float = 0.05,
+    thresholds: bool = True,
+) -> HoldoutCalibration:
+    """Protocol B on the held-out identities, through the query path: fit the fusion (with local
+    matching) and, when `thresholds`, choose each path's unknown threshold by `objective`."""
+    enrolled, queries = catalogue_split(holdout)
+    read_enrolled = recognizer.read(enrolled["path"].tolist())
+    read_queries = recognizer.read(queries["path"].tolist())
+    unreadable, total = read_enrolled.errors + read_queries.errors, len(enrolled) + len(queries)
+    _refuse_unreadable_holdout(unreadable, total, "could not be read", recognizer.model_manifest.fingerprint)
+    enrolled, queries = enrolled[read_enrolled.ok], queries[read_queries.ok]
+    catalogue = recognizer.with_index(
+        recognizer.index.with_enrolled(
+            read_enrolled.vectors, enrolled["image_id"].tolist(), enrolled["label"].tolist(), read_enrolled.local
+        )
+    )
+    known = set(enrolled["label"])
+    unknown = recognizer.unknown_label
+    actual = [lab if lab in known else unknown for lab in queries["label"]]
+    n_new = actual.count(unknown)
+    if thresholds and (n_new == 0 or n_new == len(actual)):
+        raise KenningError(
+            f"cannot calibrate the unknown threshold: the held-out identities give {len(actual) - n_new} known and "
+            f"{n_new} new queries, and a threshold needs both; pass --threshold"
+        )
+    if len(actual) < FEW_CALIBRATION_QUERIES:
+        warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
+    matches = catalogue.match(read_queries.vectors, read_queries.local)
+    votes = catalogue.rank(Matches(matches.neighbours, None, None))
+    embedding = calibrate_threshold(votes, actual, unknown, objective, target_far) if thresholds else None
+    if matches.candidates is None:
+        return HoldoutCalibration(embedding, None, None)
+    fusion = fit_fusion(
+        matches.candidates,
+        actual,
+        queries=len(actual),
+        model=recognizer.model_manifest.fingerprint,
+        on="held-out training identities, protocol B against the gallery",
+    )
+    catalogue.fusion = fusion
+    fused = calibrate_threshold(catalogue.rank(matches), actual, unknown, objective, target_far) if thresholds else None
+    return HoldoutCalibration(embedding, fusion, fused)

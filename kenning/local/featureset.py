@@ -1,0 +1,168 @@
+"""Local features of many images in flat arrays: what an index directory stores beside its vectors.
+
+One `.npz` file per set (the gallery's bulk, the enrolments since); image i owns descriptors
+[offsets[i], offsets[i + 1]). Ids are the gallery ids of the vector index, so forgetting an image
+(a tombstone) and compaction apply to both stages alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kenning.atomic import atomic_save
+from kenning.errors import KenningError, first_line
+
+DIM = 128  # SIFT
+FIELDS = ("ids", "offsets", "keypoints", "descriptors", "weights", "foreground", "sizes")
+
+
+@dataclass
+class LocalFeatures:
+    """Local features of one image."""
+
+    keypoints: np.ndarray  # (n, 4) float32: x, y, scale, angle (degrees) in original pixels
+    descriptors: np.ndarray  # (n, 128) uint8: RootSIFT x 255
+    weights: np.ndarray  # (n,) float32: foreground weight at each keypoint
+    foreground: np.ndarray  # (h, w) float16: the image's foreground map
+    size: tuple[int, int]  # (width, height) of the original image
+
+    def __len__(self) -> int:
+        return len(self.descriptors)
+
+
+def as_float(descriptors: np.ndarray) -> np.ndarray:
+    """Stored uint8 descriptors -> unit-length float32 vectors for search."""
+    d = descriptors.astype(np.float32)
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-7)
+
+
+@dataclass
+class FeatureSet:
+    ids: np.ndarray  # (m,) int64 gallery ids
+    offsets: np.ndarray  # (m + 1,) int64
+    keypoints: np.ndarray  # (n, 4) float32: x, y, scale, angle
+    descriptors: np.ndarray  # (n, 128) uint8 RootSIFT
+    weights: np.ndarray  # (n,) float16 foreground weight of each keypoint
+    foreground: np.ndarray  # (m, h, w) float16 foreground maps
+    sizes: np.ndarray  # (m, 2) int32 width, height
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def descriptor_count(self) -> int:
+        return int(self.offsets[-1])
+
+    @classmethod
+    def empty(cls, map_shape: tuple[int, int] = (12, 12)) -> FeatureSet:
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros(1, np.int64),
+            np.zeros((0, 4), np.float32),
+            np.zeros((0, DIM), np.uint8),
+            np.zeros(0, np.float16),
+            np.zeros((0, *map_shape), np.float16),
+            np.zeros((0, 2), np.int32),
+        )
+
+    @classmethod
+    def of(cls, ids: Sequence[int], features: Sequence[LocalFeatures]) -> FeatureSet:
+        if not features:
+            return cls.empty()
+        counts = [len(f) for f in features]
+        return cls(
+            np.asarray(ids, np.int64),
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            np.concatenate([f.keypoints for f in features]).astype(np.float32),
+            np.concatenate([f.descriptors for f in features]).astype(np.uint8),
+            np.concatenate([f.weights for f in features]).astype(np.float16),
+            np.stack([f.foreground for f in features]).astype(np.float16),
+            np.array([f.size for f in features], np.int32),
+        )
+
+    def image(self, row: int) -> LocalFeatures:
+        a, b = self.offsets[row], self.offsets[row + 1]
+        return LocalFeatures(
+            self.keypoints[a:b],
+            self.descriptors[a:b],
+            self.weights[a:b].astype(np.float32),
+            self.foreground[row],
+            (int(self.sizes[row, 0]), int(self.sizes[row, 1])),
+        )
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each gallery id, -1 where this set has none."""
+        order = np.argsort(self.ids, kind="stable")
+        pos = np.searchsorted(self.ids[order], ids)
+        pos = np.minimum(pos, max(len(order) - 1, 0))
+        found = (len(order) > 0) & (self.ids[order[pos]] == ids) if len(order) else np.zeros(len(ids), bool)
+        return np.where(found, order[pos] if len(order) else -1, -1)
+
+    def select(self, keep: np.ndarray) -> FeatureSet:
+        """The images whose row is in boolean mask `keep`."""
+        rows = np.flatnonzero(keep)
+        spans = [np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows]
+        picked = np.concatenate(spans) if spans else np.zeros(0, np.int64)
+        counts = np.diff(self.offsets)[rows]
+        return FeatureSet(
+            self.ids[rows],
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            self.keypoints[picked],
+            self.descriptors[picked],
+            self.weights[picked],
+            self.foreground[rows],
+            self.sizes[rows],
+        )
+
+    def save(self, path: Path) -> None:
+        def write(target: Path) -> None:
+            with open(target, "wb") as fh:  # a file object: np.savez would append .npz to a path
+                np.savez(fh, **{f: getattr(self, f) for f in FIELDS})
+
+        atomic_save(path, write)
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSet:
+        """Read and check a stored set; a damaged or foreign file is one line naming it."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {f: data[f] for f in FIELDS}
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # zipfile, numpy and KeyError for a file that is not ours
+            raise KenningError(f"local features {path} are damaged: {first_line(exc)}") from None
+        fs = cls(**arrays)
+        m, n = len(fs.ids), len(fs.descriptors)
+        consistent = (
+            fs.offsets.shape == (m + 1,)
+            and (m == 0 or (fs.offsets[0] == 0 and fs.offsets[-1] == n and np.all(np.diff(fs.offsets) >= 0)))
+            and fs.descriptors.shape == (n, DIM)
+            and fs.descriptors.dtype == np.uint8
+            and fs.keypoints.shape == (n, 4)
+            and fs.weights.shape == (n,)
+            and len(fs.foreground) == m
+            and fs.sizes.shape == (m, 2)
+        )
+        if not consistent:
+            raise KenningError(f"local features {path} are damaged: array shapes do not agree")
+        return fs
+
+
+def concat(sets: Sequence[FeatureSet], map_shape: tuple[int, ...] = (12, 12)) -> FeatureSet:
+    sets = [s for s in sets if len(s)]
+    if not sets:
+        return FeatureSet.empty(tuple(map_shape))  # type: ignore[arg-type]
+    counts = np.concatenate([np.diff(s.offsets) for s in sets])
+    return FeatureSet(
+        np.concatenate([s.ids for s in sets]),
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.concatenate([s.keypoints for s in sets]),
+        np.concatenate([s.descriptors for s in sets]),
+        np.concatenate([s.weights for s in sets]),
+        np.concatenate([s.foreground for s in sets]),
+        np.concatenate([s.sizes for s in sets]),
+    )

@@ -1,0 +1,138 @@
+"""An index with local features: the local store follows the vector index through enrol, forget,
+compact, a crash before the commit and concurrent writers; a damaged local file is refused."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kenning.config import IndexConfig, LocalConfig
+from kenning.errors import KenningError
+from kenning.index import store
+from kenning.index.store import GalleryIndex
+from kenning.local.featureset import LocalFeatures
+from tests.index.test_store import _model, _unit
+
+LOCAL = {**LocalConfig(method="sift").__dict__}
+
+
+def _features(seed: int) -> LocalFeatures:
+    """Features whose descriptors encode the seed, so whose they are can be checked after every commit."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 6))
+    return LocalFeatures(
+        keypoints=rng.random((n, 4)).astype(np.float32),
+        descriptors=np.full((n, 128), seed % 251, np.uint8),
+        weights=np.ones(n, np.float32),
+        foreground=np.zeros((12, 12), np.float16),
+        size=(64, 48),
+    )
+
+
+def _index(n: int = 20) -> GalleryIndex:
+    index = GalleryIndex.new(_model(), "/models/m", IndexConfig(k=3, power=1.0), size=n, local=LOCAL)
+    index.add(
+        _unit(n, 0),
+        [f"img{i}" for i in range(n)],
+        [f"id{i % 5}" for i in range(n)],
+        [f"/p/{i}.jpg" for i in range(n)],
+        local=[_features(i) for i in range(n)],
+    )
+    return index
+
+
+def _consistent(directory: Path) -> GalleryIndex:
+    """Every live image has exactly its own local features, and nothing else is stored."""
+    index = GalleryIndex.load(directory)
+    live = index.live_local()
+    assert sorted(live.ids.tolist()) == sorted(index.table["id"].tolist())
+    for image_id, row_id in zip(index.table["image_id"], index.table["id"], strict=True):
+        features = index.local_of(np.array([row_id]))[0]
+        seed = int(image_id.removeprefix("img").removeprefix("new"))
+        assert (features.descriptors == seed % 251).all() and len(features) == len(_features(seed))
+    return index
+
+
+def test_enrol_forget_compact_keep_the_local_store_with_the_images(tmp_path: Path) -> None:
+    _index().save(tmp_path)
+    store.enroll(
+        tmp_path,
+        _unit(3, 7),
+        ["new100", "new101", "new102"],
+        ["z"] * 3,
+        [""] * 3,
+        local=[_features(s) for s in (100, 101, 102)],
+    )
+    assert len(_consistent(tmp_path)) == 23
+    store.forget(tmp_path, labels=["id1"], image_ids=["new101"])
+    index = _consistent(tmp_path)
+    assert len(index) == 23 - 4 - 1
+    compacted = store.compact(tmp_path)
+    assert len(compacted.delta.table) == 0 and len(compacted.removed) == 0
+    index = _consistent(tmp_path)
+    assert len(index) == 18
+    names = {p.name for p in tmp_path.iterdir() if store.GENERATION_FILE.match(p.name)}
+    m = index.manifest
+    assert names == {m.base_file, m.base_table, m.delta_file, m.removed_file, m.local_base_file, m.local_delta_file}
+
+
+def test_enrolment_without_local_features_is_refused_when_the_index_has_them(tmp_path: Path) -> None:
+    _index().save(tmp_path)
+    with pytest.raises(KenningError, match="local features"):
+        store.enroll(tmp_path, _unit(1, 7), ["x"], ["z"], [""])
+    assert GalleryIndex.load(tmp_path).manifest.count == 20
+
+
+def test_crash_before_commit_leaves_local_store_of_the_previous_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _index().save(tmp_path)
+
+    def killed(*args, **kwargs):
+        raise OSError("killed")
+
+    monkeypatch.setattr(store, "atomic_write_json", killed)
+    with pytest.raises(OSError, match="killed"):
+        store.enroll(tmp_path, _unit(1, 5), ["new200"], ["z"], [""], local=[_features(200)])
+    with pytest.raises(OSError, match="killed"):
+        store.forget(tmp_path, labels=["id1"])
+    monkeypatch.undo()
+    assert len(_consistent(tmp_path)) == 20
+
+
+def _enroll_many(directory: str, worker: int, count: int) -> None:
+    for i in range(count):
+        seed = 1000 + 100 * worker + i
+        store.enroll(Path(directory), _unit(1, seed), [f"new{seed}"], [f"w{worker}"], [""], local=[_features(seed)])
+
+
+def test_concurrent_enrolment_keeps_every_local_feature(tmp_path: Path) -> None:
+    _index().save(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_enroll_many, args=(str(tmp_path), w, 8)) for w in range(3)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(120)
+        assert p.exitcode == 0
+    assert len(_consistent(tmp_path)) == 20 + 24
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "other_images"])
+def test_a_damaged_local_feature_file_is_refused_in_one_line(tmp_path: Path, damage: str) -> None:
+    _index().save(tmp_path)
+    path = tmp_path / GalleryIndex.load(tmp_path).manifest.local_base_file
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p != path}
+    if damage == "garbage":
+        path.write_bytes(b"not an npz file")
+    elif damage == "missing":
+        path.unlink()
+    else:
+        _index(n=21).base_local.save(path)
+    with pytest.raises(KenningError) as caught:
+        GalleryIndex.load(tmp_path)
+    assert "\n" not in str(caught.value) and str(tmp_path) in str(caught.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p != path} == before

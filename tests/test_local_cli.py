@@ -1,0 +1,202 @@
+"""Local matching through the commands a user runs (in-process): build-index --local sift, query
+(--json score parts, --no-local), enrol / forget / compact, eval with its report, and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kenning.data.demo import DemoSpec, write_demo_set
+from kenning.index.store import GalleryIndex
+from tests.conftest import small_config
+from tests.hostile.conftest import assert_refused, cli
+
+LOCAL_DEMO = DemoSpec(
+    train_landmarks=24, test_landmarks=6, train_photos=2, min_views=3, max_views=4, distractors=4, image_size=96, seed=2
+)
+SMALL = ["--set", "local.max_keypoints=200", "--set", "local.image_side=256"]
+
+
+def _build(model: Path, data: Path, out: Path, local: str) -> None:
+    run = cli(
+        "build-index",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--local",
+        local,
+        "--k",
+        str(small_config().index.k),
+        *SMALL,
+    )
+    assert run.exit_code == 0, run.stderr
+
+
+@pytest.fixture(scope="module")
+def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """More training landmarks than the session's demo: the fusion needs held-out identities to fit on."""
+    out = tmp_path_factory.mktemp("local-demo")
+    write_demo_set(out, LOCAL_DEMO)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_model(local_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet features, no training (the fusion is fitted on the half of the identities held out)."""
+    out = tmp_path_factory.mktemp("local-model") / "model"
+    run = cli(
+        "train-embed",
+        "--data",
+        local_demo,
+        "--out",
+        out,
+        "--epochs",
+        "0",
+        "--image-size",
+        "64",
+        "--embedding-dim",
+        "0",
+        "--set",
+        "train.holdout_fraction=0.5",
+        "--quiet",
+    )
+    assert run.exit_code == 0, run.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def indexes(local_model: Path, local_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    plain, local = tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("local")
+    _build(local_model, local_demo, plain, "none")
+    _build(local_model, local_demo, local, "sift")
+    return plain, local
+
+
+def _queries(local_demo: Path) -> list[Path]:
+    return (
+        sorted((local_demo / "images" / "test").glob("landmark_*/*.jpg"))[:6]
+        + sorted((local_demo / "enroll").glob("*.jpg"))[:2]
+    )
+
+
+def _answers(run) -> list[dict]:
+    assert run.exit_code == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_local_index_stores_features_and_fusion(indexes: tuple[Path, Path]) -> None:
+    _, local = indexes
+    index = GalleryIndex.load(local)
+    m = index.manifest
+    assert m.local["method"] == "sift" and (local / m.local_base_file).is_file()
+    assert sorted(index.live_local().ids) == sorted(index.table["id"])
+    assert set(m.fusion["calibrators"]) == {"global", "local"} and m.fusion["fitted_on"]["positives"] >= 5
+    assert 0.0 <= m.fusion["threshold"] <= 1.0  # the fused path's threshold is a probability
+
+
+def test_query_json_gives_score_parts_and_no_local_is_the_embedding_alone(
+    indexes: tuple[Path, Path], local_demo: Path
+) -> None:
+    plain, local = indexes
+    images = _queries(local_demo)
+    fused = _answers(cli("query", *images, "--index", local, "--json"))
+    for answer in fused:
+        assert answer["score"] == "fused probability"
+        named = [p for p in answer["predictions"] if p["confidence"] is not None]
+        assert named and all(set(p["scores"]) == {"global", "local", "probability"} for p in named)
+        assert all(0 <= p["scores"]["probability"] <= 1 for p in named)
+    alone = _answers(cli("query", *images, "--index", local, "--json", "--no-local"))
+    embedding = _answers(cli("query", *images, "--index", plain, "--json"))
+    assert alone == embedding  # the embedding-only path is unchanged by the local stage beside it
+
+
+def test_eval_no_local_matches_an_index_without_local_features(indexes: tuple[Path, Path], local_demo: Path) -> None:
+    plain, local = indexes
+    alone = cli("eval", "--index", local, "--data", local_demo, "--no-local")
+    embedding = cli("eval", "--index", plain, "--data", local_demo)
+    assert alone.exit_code == embedding.exit_code == 0
+    assert alone.stdout == embedding.stdout
+
+
+def test_eval_report_draws_reliability_and_matched_keypoints(
+    indexes: tuple[Path, Path], local_demo: Path, tmp_path: Path
+) -> None:
+    _, local = indexes
+    run = cli("eval", "--index", local, "--data", local_demo, "--report", tmp_path / "report")
+    assert run.exit_code == 0, run.stderr
+    assert "ranked_by               fused" in run.stdout
+    for name in ("reliability.png", "local_matches.png"):
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert name in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_enrolled_identity_is_matched_locally_then_forgotten_and_compacted(
+    indexes: tuple[Path, Path], local_demo: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    shutil.copytree(indexes[1], index)
+    photos = sorted((local_demo / "enroll").glob("*.jpg"))
+    assert cli("enroll", photos[0], "--index", index, "--label", "newcomer").exit_code == 0
+    loaded = GalleryIndex.load(index)
+    assert sorted(loaded.live_local().ids) == sorted(loaded.table["id"])
+    itself = _answers(cli("query", photos[0], "--index", index, "--json"))[0]
+    assert itself["predictions"][0]["label"] == "newcomer"  # its own photo: every keypoint matches
+    assert cli("forget", "--index", index, "--label", "newcomer").exit_code == 0
+    assert cli("build-index", "--out", index, "--compact").exit_code == 0
+    compacted = GalleryIndex.load(index)
+    assert "newcomer" not in set(compacted.table["label"])
+    assert sorted(compacted.live_local().ids) == sorted(compacted.table["id"])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_a_damaged_local_feature_file_is_refused_in_one_line(
+    indexes: tuple[Path, Path], local_demo: Path, tmp_path: Path, damage: str
+) -> None:
+    index = tmp_path / "index"
+    shutil.copytree(indexes[1], index)
+    victim = index / GalleryIndex.load(index).manifest.local_delta_file
+    if damage == "garbage":
+        victim.write_bytes(b"PK\x03\x04 not really")
+    else:
+        victim.unlink()
+    before = {p.name: p.read_bytes() for p in index.iterdir()}
+    for args in (
+        ["query", _queries(local_demo)[0], "--index", index],
+        ["enroll", _queries(local_demo)[0], "--index", index, "--label", "x"],
+    ):
+        assert_refused(cli(*args), str(index))
+    assert {p.name: p.read_bytes() for p in index.iterdir()} == before
+
+
+def test_local_without_held_out_identities_is_refused(local_demo: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    run = cli(
+        "train-embed",
+        "--data",
+        local_demo,
+        "--out",
+        model,
+        "--epochs",
+        "0",
+        "--image-size",
+        "64",
+        "--embedding-dim",
+        "0",
+        "--set",
+        "train.holdout_fraction=0",
+        "--quiet",
+    )
+    assert run.exit_code == 0, run.stderr
+    out = tmp_path / "index"
+    assert_refused(
+        cli("build-index", "--model", model, "--data", local_demo, "--out", out, "--local", "sift"), "held-out"
+    )
+    assert not out.exists() or not any(out.iterdir())
