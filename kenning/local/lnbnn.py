@@ -3,8 +3,8 @@
 HotSpotter (Crall et al., WACV 2013) for individual animals: each query descriptor finds its K+1
 nearest gallery descriptors; the (K+1)-th distance is the normaliser, and each of the first K
 gives its image `normaliser - distance`, at most one vote per query descriptor per image; an
-identity scores as its best image. A descriptor that matches every animal alike (grass, a fence) scores nothing; one
-that matches a single animal much better than the rest scores high.
+identity scores as its best image. A descriptor that matches every animal alike (grass, a fence)
+scores nothing; one that matches a single animal much better than the rest scores high.
 
 One FAISS index over every gallery descriptor while they fit (`max_descriptors`); above that the
 query is scored only against a shortlist of gallery images (the global embedding's nearest).
@@ -34,12 +34,7 @@ class LocalScores:
     image_scores: np.ndarray
     labels: list[str]  # identities that scored, best first
     label_scores: np.ndarray
-    best_image: dict[str, int]  # the gallery id that scored highest for each label
     matches: dict[int, np.ndarray]  # gallery id -> (m, 2) pairs (query keypoint, gallery keypoint) that voted
-
-    def of_label(self, label: str) -> float:
-        i = self.labels.index(label) if label in self.labels else -1
-        return float(self.label_scores[i]) if i >= 0 else 0.0
 
 
 class LnbnnMatcher:
@@ -55,16 +50,12 @@ class LnbnnMatcher:
         if 0 < gallery.descriptor_count <= max_descriptors:
             self.index = _build(as_float(gallery.descriptors))
 
-    @property
-    def shortlisted(self) -> bool:
-        """True when queries are scored only against the images they are given as candidates."""
-        return self.index is None
-
     def score(
         self, query: LocalFeatures, exclude: np.ndarray | None = None, candidates: np.ndarray | None = None
     ) -> LocalScores:
         """LNBNN scores of one query. `exclude`: gallery ids it must not match (itself, its own
-        sighting). `candidates`: gallery ids to score against when the matcher is shortlisted."""
+        sighting). `candidates`: gallery ids to score against when the gallery is too large for one
+        index of its descriptors."""
         rows_out = self.gallery.rows_of(np.asarray(exclude if exclude is not None else [], np.int64))
         rows_out = rows_out[rows_out >= 0]
         if len(query) == 0 or self.gallery.descriptor_count == 0:
@@ -105,9 +96,6 @@ class LnbnnMatcher:
         scored_images = scored_images[np.argsort(-image_scores[scored_images], kind="stable")]
         scored_labels = np.flatnonzero(label_scores > 0)
         scored_labels = scored_labels[np.argsort(-label_scores[scored_labels], kind="stable")]
-        best: dict[str, int] = {}
-        for row in scored_images:
-            best.setdefault(self.labels[row], int(self.gallery.ids[row]))
         matches = {}
         for row in scored_images[:3]:  # what a report draws: the pairs behind the best images
             hit = first_image & (rows == row)
@@ -118,7 +106,6 @@ class LnbnnMatcher:
             image_scores[scored_images],
             [str(self.names[c]) for c in scored_labels],
             label_scores[scored_labels],
-            best,
             matches,
         )
 
@@ -205,4 +192,4 @@ def _search(
 
 
 def _empty() -> LocalScores:
-    return LocalScores(np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0), {}, {})
+    return LocalScores(np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0), {})
