@@ -165,7 +165,8 @@ def main() -> None:
             f"| {r['gallery_images']} | {r['descriptors']} | {r['mode']} | {r['prepare_s']} | "
             f"{r['latency_without_local_s']} | {r['latency_with_local_s']} | {r['peak_rss_gib']} |"
         )
-    lines += ["", f"Reproduce: `python benchmarks/local_cost.py --index {args.index}`"]
+    shown = args.index.resolve().relative_to(ROOT) if args.index.resolve().is_relative_to(ROOT) else args.index
+    lines += ["", f"Reproduce: `python benchmarks/local_cost.py --index {shown}`"]
     (RESULTS / "local_cost.md").write_text("\n".join(lines) + "\n")
 
 

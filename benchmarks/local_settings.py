@@ -2,9 +2,9 @@
 
 Every train image queries all the other train images by LNBNN alone (no embedding, no training),
 its own sighting left out as in protocol A; Recall@1 / Recall@5 of the best-scoring image, for each
-setting asked. Features are extracted once per (image_side, foreground) and reused for every K.
+setting asked. Features are extracted once per setting (image_side:foreground) and reused for every K.
 
-    python benchmarks/local_settings.py --dataset lions --sides 256,512 --foregrounds 0,0.3 --ks 3,5,8
+    python benchmarks/local_settings.py --dataset lions --settings 256:0,512:0.3 --ks 3,5,8
 
 Writes benchmarks/results/local_settings_<dataset>.{json,md}.
 """
@@ -47,8 +47,7 @@ def recall(features: list, labels: np.ndarray, groups: np.ndarray, k: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="lions", choices=["nyala", "lions"])
-    parser.add_argument("--sides", default="256,512")
-    parser.add_argument("--foregrounds", default="0,0.3")
+    parser.add_argument("--settings", default="256:0,512:0.3", help="image_side:foreground pairs")
     parser.add_argument("--ks", default="3,5,8")
     parser.add_argument("--max-keypoints", type=int, default=1000)
     args = parser.parse_args()
@@ -57,18 +56,18 @@ def main() -> None:
     groups = np.array([f"{lab}|{sighting_key(i)}" for lab, i in zip(labels, train["image_id"], strict=True)])
     foreground = Foreground()
     rows = []
-    for side in [int(v) for v in args.sides.split(",")]:
-        for fg in [float(v) for v in args.foregrounds.split(",")]:
-            cfg = LocalConfig(method="sift", image_side=side, foreground=fg, max_keypoints=args.max_keypoints)
-            started = time.perf_counter()
-            features = extract_paths(train["path"].tolist(), cfg, foreground).features
-            seconds = time.perf_counter() - started
-            for k in [int(v) for v in args.ks.split(",")]:
-                row = {"image_side": side, "foreground": fg, "k": k, **recall(features, labels, groups, k)}
-                row["keypoints_per_image"] = round(float(np.mean([len(f) for f in features])), 1)
-                row["extract_s"] = round(seconds, 1)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    for setting in args.settings.split(","):
+        side, fg = int(setting.split(":")[0]), float(setting.split(":")[1])
+        cfg = LocalConfig(method="sift", image_side=side, foreground=fg, max_keypoints=args.max_keypoints)
+        started = time.perf_counter()
+        features = extract_paths(train["path"].tolist(), cfg, foreground).features
+        seconds = time.perf_counter() - started
+        for k in [int(v) for v in args.ks.split(",")]:
+            row = {"image_side": side, "foreground": fg, "k": k, **recall(features, labels, groups, k)}
+            row["keypoints_per_image"] = round(float(np.mean([len(f) for f in features])), 1)
+            row["extract_s"] = round(seconds, 1)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"local_settings_{args.dataset}.json").write_text(json.dumps(rows, indent=2))
     lines = [
@@ -82,8 +81,8 @@ def main() -> None:
             for r in rows
         ),
         "",
-        f"Reproduce: `python benchmarks/local_settings.py --dataset {args.dataset} --sides {args.sides} "
-        f"--foregrounds {args.foregrounds} --ks {args.ks}`",
+        f"Reproduce: `python benchmarks/local_settings.py --dataset {args.dataset} --settings {args.settings} "
+        f"--ks {args.ks}`",
     ]
     (RESULTS / f"local_settings_{args.dataset}.md").write_text("\n".join(lines) + "\n")
 

@@ -133,7 +133,7 @@ def test_eval_report_draws_reliability_and_matched_keypoints(
     run = cli("eval", "--index", local, "--data", local_demo, "--report", tmp_path / "report")
     assert run.exit_code == 0, run.stderr
     assert "ranked_by               fused" in run.stdout
-    for name in ("reliability.png", "local_matches.png"):
+    for name in ("reliability.png", "local_matches.png", "foregrounds.png"):
         assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert name in (tmp_path / "report" / "report.html").read_text()
 

@@ -50,6 +50,7 @@ class EvalResult:
     local: list | None = field(default=None, repr=False)  # with local matching: each query's LocalScores
     reliability: dict = field(default_factory=dict, repr=False)  # score name -> (predicted, same) of candidate pairs
     local_matches: list = field(default_factory=list, repr=False)  # per query: (gallery path, query xy, gallery xy)
+    foregrounds: list = field(default_factory=list, repr=False)  # per query: its foreground map (local matching)
 
 
 def evaluate(
@@ -134,6 +135,7 @@ def evaluate(
         matches.local,
         _reliability(recognizer, matches.candidates, actual),
         _local_matches(recognizer, matches.local, local),
+        [] if local is None else [f.foreground for f in local],
     )
 
 

@@ -224,3 +224,22 @@ def _scaled(path: str, height: int) -> tuple[np.ndarray, float]:
         return np.full((height, height, 3), 200, dtype=np.uint8), 0.0
     scale = height / img.height
     return np.asarray(img.resize((max(1, round(img.width * scale)), height))), scale
+
+
+def plot_foregrounds(rows: list[tuple[str, str, np.ndarray]], path: str | Path, size: int = 160) -> None:
+    """Each (title, image path, foreground map): the photo, and the photo under its map (bright where
+    local features are kept)."""
+    fig, axes = plt.subplots(2, len(rows), figsize=(1.9 * len(rows), 4.2), squeeze=False)
+    for j, (title, image_path, weight_map) in enumerate(rows):
+        photo = _thumbnail(image_path, size)
+        h, w = photo.shape[:2]
+        cells = np.asarray(weight_map, np.float32)
+        up = cells[np.minimum(np.arange(h) * cells.shape[0] // h, cells.shape[0] - 1)][
+            :, np.minimum(np.arange(w) * cells.shape[1] // w, cells.shape[1] - 1)
+        ]
+        axes[0, j].imshow(photo)
+        axes[0, j].set_title(title, fontsize=7)
+        axes[1, j].imshow((photo * (0.25 + 0.75 * up[:, :, None])).astype(np.uint8))
+        for ax in axes[:, j]:
+            ax.axis("off")
+    _save(fig, path)

@@ -16,6 +16,7 @@ from kenning.eval.evaluate import EvalResult, write_eval
 from kenning.eval.plots import (
     MatchRow,
     RetrievalRow,
+    plot_foregrounds,
     plot_local_matches,
     plot_per_identity,
     plot_reliability,
@@ -39,6 +40,8 @@ CAPTIONS = {
     "calibrated score and their fusion predict against the observed rate of same-identity pairs (on the "
     "diagonal: calibrated). "
     "The calibrators were fitted on held-out training identities, not on these queries.",
+    "foregrounds.png": "With local matching: the grid's queries (top) and their foreground maps (below, dark where "
+    "the map is low): the ImageNet classifier's activation map, which decides where local features are kept.",
     "local_matches.png": "With local matching: queries beside the gallery image they matched best locally, lines "
     "between the matched keypoints (green: the same identity, red: another). Why an answer was given.",
 }
@@ -80,6 +83,14 @@ def write_report(result: EvalResult, out: str | Path, title: str = "Kenning eval
     if result.reliability:
         plot_reliability(result.reliability, out / "reliability.png")
         figures.append("reliability.png")
+    if result.foregrounds:
+        q = result.per_query.reset_index(drop=True)
+        where = {p: i for i, p in enumerate(q["path"])}
+        shown = [
+            (r.title.splitlines()[0], r.query_path, result.foregrounds[where[r.query_path]]) for r in _grid_rows(result)
+        ]
+        plot_foregrounds(shown, out / "foregrounds.png")
+        figures.append("foregrounds.png")
     match_rows = _match_rows(result)
     if match_rows:
         plot_local_matches(match_rows, out / "local_matches.png")
