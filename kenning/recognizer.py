@@ -190,13 +190,17 @@ class Recognizer:
         return Neighbours(sims, self.index.labels_of(ids), ids)
 
     @property
+    def _local_settings(self) -> LocalConfig:
+        return LocalConfig(**self.index.manifest.local)
+
+    @property
     def matcher(self) -> LnbnnMatcher:
         """LNBNN over the live gallery's local features, built on first use (and after a refresh)."""
         if self._matcher is None:
             live = self.index.live_local()
             if live is None:
                 raise KenningError("this index has no local features: rebuild it with --local sift")
-            cfg = LocalConfig(**self.index.manifest.local)
+            cfg = self._local_settings
             self._matcher = LnbnnMatcher(live, self.index.labels_of(live.ids), cfg.k, cfg.max_descriptors)
         return self._matcher
 
@@ -218,7 +222,7 @@ class Recognizer:
             raise KenningError("local matching needs each query's local features")
         neighbours = self.neighbours(vectors, max(wanted, GLOBAL_CANDIDATES), exclude)
         excluded = _as_rows(exclude, len(vectors))
-        shortlist = LocalConfig(**self.index.manifest.local).shortlist
+        shortlist = self._local_settings.shortlist
         scores = []
         for i, features in enumerate(local):
             ids = neighbours.ids[i]

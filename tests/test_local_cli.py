@@ -40,6 +40,16 @@ def _build(model: Path, data: Path, out: Path, local: str) -> None:
     assert run.exit_code == 0, run.stderr
 
 
+def _untrained(data: Path, out: Path, holdout_fraction: float) -> Path:
+    """ImageNet features, no training, with this share of the identities held out."""
+    run = cli(
+        "train-embed", "--data", data, "--out", out, "--epochs", "0", "--image-size", "64", "--embedding-dim", "0",
+        "--set", f"train.holdout_fraction={holdout_fraction}", "--quiet",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    return out
+
+
 @pytest.fixture(scope="module")
 def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """More training landmarks than the session's demo: the fusion needs held-out identities to fit on."""
@@ -52,24 +62,7 @@ def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_model(local_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageNet features, no training (the fusion is fitted on the half of the identities held out)."""
     out = tmp_path_factory.mktemp("local-model") / "model"
-    run = cli(
-        "train-embed",
-        "--data",
-        local_demo,
-        "--out",
-        out,
-        "--epochs",
-        "0",
-        "--image-size",
-        "64",
-        "--embedding-dim",
-        "0",
-        "--set",
-        "train.holdout_fraction=0.5",
-        "--quiet",
-    )
-    assert run.exit_code == 0, run.stderr
-    return out
+    return _untrained(local_demo, out, holdout_fraction=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -177,24 +170,7 @@ def test_a_damaged_local_feature_file_is_refused_in_one_line(
 
 
 def test_local_without_held_out_identities_is_refused(local_demo: Path, tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    run = cli(
-        "train-embed",
-        "--data",
-        local_demo,
-        "--out",
-        model,
-        "--epochs",
-        "0",
-        "--image-size",
-        "64",
-        "--embedding-dim",
-        "0",
-        "--set",
-        "train.holdout_fraction=0",
-        "--quiet",
-    )
-    assert run.exit_code == 0, run.stderr
+    model = _untrained(local_demo, tmp_path / "model", holdout_fraction=0)
     out = tmp_path / "index"
     assert_refused(
         cli("build-index", "--model", model, "--data", local_demo, "--out", out, "--local", "sift"), "held-out"

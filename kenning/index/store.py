@@ -263,8 +263,10 @@ class GalleryIndex:
         the index has none."""
         if self.base_local is None:
             return None
-        base = self.base_local.select(~np.isin(self.base_local.ids, self.removed))
-        return concat([base, self.delta.local]) if self.delta.local is not None else base
+        if self._live_local is None:  # the matcher, evaluation and reports all ask: gathered once per change
+            base = self.base_local.select(~np.isin(self.base_local.ids, self.removed))
+            self._live_local = concat([base, self.delta.local]) if self.delta.local is not None else base
+        return self._live_local
 
     def local_of(self, ids: np.ndarray) -> list[LocalFeatures]:
         """Stored local features of live ids (the index must have them)."""
@@ -403,6 +405,7 @@ class GalleryIndex:
         self._table = _concat(live_base, delta.table).reset_index(drop=True)
         self._row_of = pd.Index(self._table["id"].to_numpy(dtype=np.int64))
         self._labels = self._table["label"].to_numpy(dtype=object).astype(str)
+        self._live_local: FeatureSet | None = None
 
 
 # -- catalogue operations on a directory: each locks, reads the latest commit, writes, commits --

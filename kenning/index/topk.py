@@ -21,7 +21,7 @@ def select_top(
     if exclude is not None:
         exclude = np.asarray(exclude)
         exclude = exclude[:, None] if exclude.ndim == 1 else exclude
-        drop |= (ids[:, :, None] == exclude[:, None, :]).any(-1) & (ids >= 0)
+        drop |= (ids[:, :, None] == exclude[:, None, :]).any(-1)
     sims = np.where(drop, -np.inf, sims)
     ids = np.where(drop, -1, ids)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
