@@ -391,6 +391,39 @@ def forget(
     typer.echo(f"removed {removed} image(s); the index now holds {read_index_manifest(index).count} images")
 
 
+@app.command()
+def serve(
+    index: Annotated[Path, typer.Option(help="Index directory to serve.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (a non-loopback one needs --token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="KENNING_TOKEN", help="Token that enrol and forget requests must bear.")
+    ] = None,
+    photos: Annotated[
+        Path | None, typer.Option(help="Folder where enrolled uploads are kept (default: INDEX-photos beside it).")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB.")] = 20.0,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Web origin allowed to call the API from a browser (repeatable; none).")
+    ] = None,
+) -> None:
+    """An HTTP service and a browser page: identify photos, confirm, enrol, forget (model and index loaded once)."""
+    import uvicorn
+
+    from kenning.serve.app import ServeSettings, check_exposure, create_app
+    from kenning.serve.catalogue import ServedIndex
+
+    check_exposure(host, token)
+    photos = photos or index.parent / f"{index.name}-photos"
+    settings = ServeSettings(token, int(max_upload_mb * 1024 * 1024), cors_origins=cors_origin or [])
+    served = ServedIndex(index, photos, model)
+    if not token:
+        typer.echo("notice: no --token: anyone on this machine can enrol and forget", err=True)
+    typer.echo(f"serving {index} ({served.health()['images']} images) at http://{host}:{port}/  (API: /docs)")
+    uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
+
+
 @app.command("eval")
 def eval_cmd(
     data: Annotated[Path | None, typer.Option(help="Dataset folder with the query images.")] = None,

@@ -141,6 +141,20 @@ class Recognizer:
         other.index, other.index_dir, other._matcher = index, None, None
         return other
 
+    def refreshed(self) -> Recognizer:
+        """A Recognizer over the latest commit of this index's directory, sharing the model; this one
+        is left as it was, so queries still running on it finish on a consistent gallery."""
+        if self.index_dir is None:
+            raise KenningError("only an index saved in a directory can be refreshed")
+        index = copy.copy(self.index)
+        index.refresh(self.index_dir)
+        store.check_model(index.manifest, self.model_manifest)
+        other = copy.copy(self)
+        other.index, other._matcher = index, None
+        other.use_local = self.use_local and bool(index.manifest.local)
+        other.fusion = Fusion.from_dict(index.manifest.fusion) if index.manifest.fusion.get("calibrators") else None
+        return other
+
     def configure(
         self,
         k: int | None = None,
@@ -267,7 +281,7 @@ class Recognizer:
             raise KenningError("enroll needs an index saved in a directory")
         _check_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
-        result = _enroll_probes(self.index_dir, probes, paths, label, image_ids)
+        result = enroll_probes(self.index_dir, probes, paths, label, image_ids)
         self.index.refresh(self.index_dir)
         self._matcher = None
         return result
@@ -322,7 +336,7 @@ def enroll_images(
     _check_label(label, manifest.unknown_label)
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
-    return _enroll_probes(Path(index_dir), probes, paths, label, image_ids)
+    return enroll_probes(Path(index_dir), probes, paths, label, image_ids)
 
 
 def index_model_dir(index_dir: Path, manifest: store.IndexManifest) -> str:
@@ -340,7 +354,7 @@ def _check_label(label: str, unknown_label: str) -> None:
         raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
 
 
-def _enroll_probes(
+def enroll_probes(
     index_dir: Path, probes: Probes, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
 ) -> EnrollResult:
     if not probes.ok.any():

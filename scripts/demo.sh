@@ -55,3 +55,4 @@ for key in ("recall@1", "recall@5", "map@5", "gap", "known_accuracy", "unknown_a
     print(f"{key:<18}" + "".join(f"{m[key]:>11.4f}" for m in figures))
 PY
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT/"
+echo "browse, identify and enrol in a web page: .venv/bin/kenning serve --index $OUT/index   (then open http://127.0.0.1:8000/)"

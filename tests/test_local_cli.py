@@ -9,67 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from kenning.data.demo import DemoSpec, write_demo_set
 from kenning.index.store import GalleryIndex
-from tests.conftest import small_config
+from tests.conftest import build_local_index, untrained_model
 from tests.hostile.conftest import assert_refused, cli
-
-LOCAL_DEMO = DemoSpec(
-    train_landmarks=24, test_landmarks=6, train_photos=2, min_views=3, max_views=4, distractors=4, image_size=96, seed=2
-)
-SMALL = ["--set", "local.max_keypoints=200", "--set", "local.image_side=256"]
-
-
-def _build(model: Path, data: Path, out: Path, local: str) -> None:
-    run = cli(
-        "build-index",
-        "--model",
-        model,
-        "--data",
-        data,
-        "--split",
-        "test",
-        "--out",
-        out,
-        "--local",
-        local,
-        "--k",
-        str(small_config().index.k),
-        *SMALL,
-    )
-    assert run.exit_code == 0, run.stderr
-
-
-def _untrained(data: Path, out: Path, holdout_fraction: float) -> Path:
-    """ImageNet features, no training, with this share of the identities held out."""
-    run = cli(
-        "train-embed", "--data", data, "--out", out, "--epochs", "0", "--image-size", "64", "--embedding-dim", "0",
-        "--set", f"train.holdout_fraction={holdout_fraction}", "--quiet",
-    )  # fmt: skip
-    assert run.exit_code == 0, run.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def local_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """More training landmarks than the session's demo: the fusion needs held-out identities to fit on."""
-    out = tmp_path_factory.mktemp("local-demo")
-    write_demo_set(out, LOCAL_DEMO)
-    return out
-
-
-@pytest.fixture(scope="module")
-def local_model(local_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ImageNet features, no training (the fusion is fitted on the half of the identities held out)."""
-    out = tmp_path_factory.mktemp("local-model") / "model"
-    return _untrained(local_demo, out, holdout_fraction=0.5)
 
 
 @pytest.fixture(scope="module")
 def indexes(local_model: Path, local_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     plain, local = tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("local")
-    _build(local_model, local_demo, plain, "none")
-    _build(local_model, local_demo, local, "sift")
+    build_local_index(local_model, local_demo, plain, "none")
+    build_local_index(local_model, local_demo, local, "sift")
     return plain, local
 
 
@@ -170,7 +119,7 @@ def test_a_damaged_local_feature_file_is_refused_in_one_line(
 
 
 def test_local_without_held_out_identities_is_refused(local_demo: Path, tmp_path: Path) -> None:
-    model = _untrained(local_demo, tmp_path / "model", holdout_fraction=0)
+    model = untrained_model(local_demo, tmp_path / "model", holdout_fraction=0)
     out = tmp_path / "index"
     assert_refused(
         cli("build-index", "--model", model, "--data", local_demo, "--out", out, "--local", "sift"), "held-out"

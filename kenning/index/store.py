@@ -244,9 +244,16 @@ class GalleryIndex:
 
     def paths_of(self, ids: np.ndarray) -> np.ndarray:
         """Source image path of each id ("" for none): what reports show as thumbnails."""
+        return self._column_of(ids, "path")
+
+    def image_ids_of(self, ids: np.ndarray) -> np.ndarray:
+        """Image id (the name `forget --id` takes) of each index id ("" for none)."""
+        return self._column_of(ids, "image_id")
+
+    def _column_of(self, ids: np.ndarray, column: str) -> np.ndarray:
         rows = self._row_of.get_indexer(ids.ravel())
-        paths = self._table["path"].to_numpy(dtype=object)
-        out = np.where(rows >= 0, paths[np.maximum(rows, 0)] if len(paths) else "", "")
+        values = self._table[column].to_numpy(dtype=object)
+        out = np.where(rows >= 0, values[np.maximum(rows, 0)] if len(values) else "", "")
         return out.reshape(ids.shape)
 
     def ids_of_images(self, image_ids: list[str], digests: list[str] | None = None) -> np.ndarray:

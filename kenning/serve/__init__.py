@@ -1,0 +1,1 @@
+"""`kenning serve`: an HTTP service and a browser page over one index."""

@@ -1,0 +1,245 @@
+"""The index a service answers from: loaded once, caught up with every commit, written under its lock.
+
+Reads run concurrently on one Recognizer; a commit (by this service or by `kenning enroll` /
+`forget` in another process) is picked up before the next answer by building a refreshed
+Recognizer beside the old one and swapping the reference, so a query already running finishes on
+the gallery it started with and none waits for a write. Writes go through the index store
+(its file lock and atomic manifest commit), one at a time within the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kenning.atomic import atomic_save
+from kenning.index import store
+from kenning.recognizer import Matches, Recognizer, enroll_probes
+from kenning.serve.uploads import Refused, Upload, check_url_label, thumbnail
+
+NEAREST_PER_ANSWER = 3  # gallery photos shown beside each answer
+SEARCH_WIDTH = 50  # global neighbours searched per query: where each answer's nearest photos are found
+THUMBNAIL_SIDE = 256
+MAX_MATCH_LINES = 60  # keypoint pairs sent for the page to draw between a photo and its best match
+
+
+@dataclass
+class Identified:
+    """One uploaded photo's answer, as the API returns it."""
+
+    name: str
+    result: dict[str, Any]
+
+
+class ServedIndex:
+    def __init__(self, index_dir: Path, photos_dir: Path, model_dir: Path | None = None):
+        self.index_dir = Path(index_dir)
+        self.photos_dir = Path(photos_dir)
+        self._recognizer = Recognizer.open(self.index_dir, model_dir, progress=False)
+        self._swap = threading.Lock()
+        self._write = threading.Lock()
+
+    # -- reading --
+
+    def current(self) -> Recognizer:
+        """The recognizer of the latest committed generation (a manifest read per call: ~0.1 ms)."""
+        recognizer = self._recognizer
+        if store.read_index_manifest(self.index_dir).generation == recognizer.index.manifest.generation:
+            return recognizer
+        with self._swap:
+            if store.read_index_manifest(self.index_dir).generation != self._recognizer.index.manifest.generation:
+                self._recognizer = self._recognizer.refreshed()
+            return self._recognizer
+
+    def identify(self, uploads: Sequence[Upload]) -> list[Identified]:
+        """Top-5 answers per photo, the unknown decision, and each answer's nearest gallery photos."""
+        recognizer = self.current()
+        with tempfile.TemporaryDirectory(prefix="kenning-serve-") as tmp:
+            paths = _write_temporaries(Path(tmp), uploads)
+            probes = recognizer.read(paths)
+            if len(probes.vectors) == 0:
+                return [Identified(u.name, {"error": e}) for u, e in zip(uploads, probes.errors, strict=True)]
+            matches = recognizer.match(probes.vectors, probes.local, width=SEARCH_WIDTH)
+            answers = recognizer.answer(recognizer.rank(matches))
+        errors = iter(probes.errors)
+        rows = iter(range(len(answers)))
+        out = []
+        for upload, ok in zip(uploads, probes.ok, strict=True):
+            if not ok:
+                out.append(Identified(upload.name, {"error": next(errors)}))
+                continue
+            i = next(rows)
+            out.append(Identified(upload.name, _answer(recognizer, matches, i, answers[i], probes.local)))
+        return out
+
+    def identities(self, offset: int, limit: int, search: str = "") -> dict[str, Any]:
+        table = self.current().index.table
+        if search:
+            table = table[table["label"].str.contains(search, case=False, regex=False)]
+        grouped = table.groupby("label", sort=True)["id"]
+        labels = list(grouped.groups)[offset : offset + limit]
+        return {
+            "total": grouped.ngroups,
+            "offset": offset,
+            "identities": [
+                {"label": lab, "images": len(ids), "ids": [int(i) for i in ids[:NEAREST_PER_ANSWER]]}
+                for lab, ids in ((lab, grouped.get_group(lab).to_numpy()) for lab in labels)
+            ],
+        }
+
+    def thumbnail(self, image: int) -> bytes:
+        path = str(self.current().index.paths_of(np.array([image], np.int64))[0])
+        if not path:
+            raise Refused(404, f"no image {image} in the index")
+        try:
+            return _thumbnail(path, Path(path).stat().st_mtime_ns)
+        except FileNotFoundError:
+            raise Refused(404, f"the photo of image {image} is no longer where it was enrolled from") from None
+        except (OSError, SyntaxError, ValueError):
+            raise Refused(422, f"the photo of image {image} cannot be read") from None
+
+    def health(self) -> dict[str, Any]:
+        manifest = self.current().index.manifest
+        return {"status": "ok", "images": manifest.count, "generation": manifest.generation}
+
+    # -- writing --
+
+    def enroll(self, label: str, uploads: Sequence[Upload]) -> dict[str, Any]:
+        """Keep the photos (content-addressed, in the photos folder: thumbnails and compaction need
+        them later) and enrol them under `label`."""
+        check_url_label(label)
+        recognizer = self.current()
+        if label == recognizer.unknown_label:
+            raise Refused(422, f"{label!r} is the index's unknown label and cannot be enrolled")
+        with self._write:
+            self.photos_dir.mkdir(parents=True, exist_ok=True)
+            paths, created = [], []
+            for upload in uploads:
+                path = self.photos_dir / f"{hashlib.sha256(upload.data).hexdigest()}{upload.suffix}"
+                if not path.exists():
+                    atomic_save(path, lambda target, data=upload.data: target.write_bytes(data))
+                    created.append(path)
+                paths.append(str(path))
+            try:
+                probes = recognizer.reader.read(paths, bool(recognizer.index.manifest.local))
+                result = enroll_probes(self.index_dir, probes, paths, label, [u.name for u in uploads])
+            except BaseException:
+                for path in created:  # ours, made a moment ago for this request: nothing else names them
+                    path.unlink(missing_ok=True)
+                raise
+        fresh = self.current()
+        return {
+            "label": label,
+            "added": result.added,
+            "already": [image_id for _, image_id in result.already],
+            "errors": result.errors,
+            "images": fresh.index.manifest.count,
+        }
+
+    def forget(self, label: str | None = None, image: int | None = None) -> dict[str, Any]:
+        """Forget an identity or one image (by index id); 404 when the index has no such thing."""
+        index = self.current().index
+        labels, image_ids = [], []
+        if label is not None:
+            check_url_label(label)
+            if not (index.table["label"] == label).any():
+                raise Refused(404, f"no identity {label!r} in the index")
+            labels = [label]
+        if image is not None:
+            name = str(index.image_ids_of(np.array([image], np.int64))[0])
+            if not name:
+                raise Refused(404, f"no image {image} in the index")
+            image_ids = [name]
+        with self._write:
+            removed = store.forget(self.index_dir, labels, image_ids)
+        return {"removed": removed, "images": self.current().index.manifest.count}
+
+
+@lru_cache(maxsize=2048)
+def _thumbnail(path: str, mtime_ns: int) -> bytes:
+    """Cached by path and modification time: a replaced file is thumbnailed again."""
+    return thumbnail(path, THUMBNAIL_SIDE)
+
+
+def _write_temporaries(folder: Path, uploads: Sequence[Upload]) -> list[str]:
+    paths = []
+    for i, upload in enumerate(uploads):
+        path = folder / f"{i}{upload.suffix}"
+        path.write_bytes(upload.data)
+        paths.append(str(path))
+    return paths
+
+
+def _answer(recognizer: Recognizer, matches: Matches, i: int, prediction, local) -> dict[str, Any]:
+    """One photo's answers with each answer's nearest gallery photos and, with local matching, the
+    keypoint pairs between the photo and the first answer's best-matching gallery photo."""
+    n = matches.neighbours
+    found = n.ids[i] >= 0
+    ids, sims, labels = n.ids[i][found], n.similarities[i][found], n.labels[i][found]
+    scores = matches.local[i] if matches.local is not None else None
+    answers = []
+    for rank, (label, confidence) in enumerate(zip(prediction.labels, prediction.confidences, strict=True)):
+        unknown = label == recognizer.unknown_label and confidence is None
+        nearest = [] if unknown else _nearest(recognizer, label, ids, sims, labels, scores)
+        parts = prediction.parts[rank] if prediction.parts else None
+        answers.append(
+            {
+                "label": label,
+                "unknown": unknown,
+                "confidence": None if confidence is None else round(float(confidence), 4),
+                **({"scores": parts} if parts else {}),
+                "nearest": nearest,
+            }
+        )
+    first = answers[0] if answers else None
+    return {
+        "answers": answers,
+        "unknown": bool(first and first["unknown"]),
+        "best_similarity": round(float(prediction.best_similarity), 4),
+        "score": "fused probability" if recognizer.use_local else "similarity",
+        "threshold": recognizer.threshold,
+        "matches": _keypoint_lines(recognizer, answers, scores, local[i] if local else None),
+    }
+
+
+def _nearest(recognizer: Recognizer, label: str, ids, sims, labels, scores) -> list[dict[str, Any]]:
+    mine = np.flatnonzero(labels == label)[:NEAREST_PER_ANSWER]
+    chosen = [(int(ids[j]), round(float(sims[j]), 4)) for j in mine]
+    if not chosen and scores is not None:  # found by local matching alone, beyond the global neighbours
+        local_ids = scores.image_ids[recognizer.index.labels_of(scores.image_ids) == label][:NEAREST_PER_ANSWER]
+        chosen = [(int(g), None) for g in local_ids]
+    names = recognizer.index.image_ids_of(np.array([g for g, _ in chosen], np.int64))
+    return [{"id": g, "image_id": str(name), "similarity": s} for (g, s), name in zip(chosen, names, strict=True)]
+
+
+def _keypoint_lines(recognizer: Recognizer, answers: list[dict], scores, query) -> dict[str, Any] | None:
+    """Pairs of matched keypoints, as fractions of each image's width and height."""
+    if scores is None or query is None or not answers or answers[0]["unknown"]:
+        return None
+    label = answers[0]["label"]
+    shown = [g for g in scores.matches if recognizer.index.labels_of(np.array([g]))[0] == label]
+    if not shown:
+        return None
+    gallery_id = shown[0]
+    gallery = recognizer.index.local_of(np.array([gallery_id]))[0]
+    pairs = scores.matches[gallery_id][:MAX_MATCH_LINES]
+    qw, qh = query.size
+    gw, gh = gallery.size
+    lines = [
+        [
+            round(float(query.keypoints[q, 0] / qw), 4),
+            round(float(query.keypoints[q, 1] / qh), 4),
+            round(float(gallery.keypoints[g, 0] / gw), 4),
+            round(float(gallery.keypoints[g, 1] / gh), 4),
+        ]
+        for q, g in pairs
+    ]
+    return {"id": int(gallery_id), "label": label, "lines": lines, "total": len(scores.matches[gallery_id])}

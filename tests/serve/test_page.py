@@ -1,0 +1,88 @@
+"""The browser page of `kenning serve`, driven in headless Chromium (Debian's, through Playwright):
+upload a photo, see five answers, enrol a new individual from the page, identify another photo of it.
+
+Chromium is the system's (`/usr/bin/chromium`, or KENNING_CHROMIUM); nothing is downloaded. CI
+installs it (.ci/run); elsewhere the test skips and says why. Screenshots go to the test's folder,
+or to KENNING_SCREENSHOTS when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.serve.conftest import TOKEN, running
+from tests.serve.test_api import _another_photo_of
+
+CHROMIUM = os.environ.get("KENNING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [  # as root in a sandboxed machine with no network: no sandbox, no background connections
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _browser_or_skip():
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "the playwright package is not installed (pip install -e .[dev])"
+    if missing is None and not Path(CHROMIUM).exists():
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set KENNING_CHROMIUM)"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test: {missing}")
+        pytest.skip(missing)
+    return sync_playwright
+
+
+def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, local_demo: Path, tmp_path: Path) -> None:
+    sync_playwright = _browser_or_skip()
+    shots = Path(os.environ.get("KENNING_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    photo = sorted((local_demo / "enroll").glob("*.jpg"))[0]
+    other = tmp_path / "same-individual-another-day.jpg"
+    other.write_bytes(_another_photo_of(photo))
+    with running(index_copy) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        page.fill("#token", TOKEN)
+        page.dispatch_event("#token", "change")
+
+        page.set_input_files("#files", str(photo))
+        row = page.locator(".row").first
+        row.locator(".answer").nth(4).wait_for(timeout=60_000)
+        assert row.locator(".answer").count() == 5
+        assert "Hut on the ridge" not in row.locator(".answers").inner_text()
+        page.screenshot(path=str(shots / "1-identified.png"), full_page=True)
+
+        row.locator(".new-name").fill("Hut on the ridge")
+        row.locator(".new-btn").click()
+        page.wait_for_function("document.querySelector('.row .note').textContent.includes('enrolled as')")
+        assert "enrolled as Hut on the ridge" in row.locator(".note").inner_text()
+        page.screenshot(path=str(shots / "2-enrolled.png"), full_page=True)
+
+        page.set_input_files("#files", str(other))
+        again = page.locator(".row").first  # new rows come first
+        again.locator(".answer").nth(4).wait_for(timeout=60_000)
+        assert again.locator("figcaption").inner_text() == other.name
+        first = again.locator(".answer .label").first.inner_text()
+        page.screenshot(path=str(shots / "3-identified-again.png"), full_page=True)
+
+        page.click("button[data-view=catalogue]")
+        page.locator(".identity").first.wait_for()
+        page.fill("#search", "ridge")
+        page.wait_for_function("document.querySelectorAll('.identity').length === 1")
+        listed = page.locator(".identity .name").inner_text()
+        page.screenshot(path=str(shots / "4-catalogue.png"), full_page=True)
+        browser.close()
+    assert first == "Hut on the ridge"
+    assert listed == "Hut on the ridge"
+    assert errors == []
+    assert all((shots / f).stat().st_size > 10_000 for f in ("1-identified.png", "3-identified-again.png"))
