@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,8 @@ class Recognizer:
         self.use_local = bool(index.manifest.local)
         self.fusion = Fusion.from_dict(index.manifest.fusion) if index.manifest.fusion.get("calibrators") else None
         self._matcher: LnbnnMatcher | None = None
+        self._previous_matcher: LnbnnMatcher | None = None  # a refresh's predecessor: its base index may be reused
+        self._matcher_lock = threading.Lock()
 
     @classmethod
     def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, progress: bool = True) -> Recognizer:
@@ -139,6 +142,7 @@ class Recognizer:
         """The same model over another (in-memory) index: calibration's catalogue."""
         other = copy.copy(self)
         other.index, other.index_dir, other._matcher = index, None, None
+        other._previous_matcher, other._matcher_lock = None, threading.Lock()
         return other
 
     def refreshed(self) -> Recognizer:
@@ -150,7 +154,8 @@ class Recognizer:
         index.refresh(self.index_dir)
         store.check_model(index.manifest, self.model_manifest)
         other = copy.copy(self)
-        other.index, other._matcher = index, None
+        other.index, other._matcher, other._matcher_lock = index, None, threading.Lock()
+        other._previous_matcher = self._matcher if index.manifest.base_file == self.index.manifest.base_file else None
         other.use_local = self.use_local and bool(index.manifest.local)
         other.fusion = Fusion.from_dict(index.manifest.fusion) if index.manifest.fusion.get("calibrators") else None
         return other
@@ -209,14 +214,21 @@ class Recognizer:
 
     @property
     def matcher(self) -> LnbnnMatcher:
-        """LNBNN over the live gallery's local features, built on first use (and after a refresh)."""
-        if self._matcher is None:
-            live = self.index.live_local()
-            if live is None:
-                raise KenningError("this index has no local features: rebuild it with --local sift")
-            cfg = self._local_settings
-            self._matcher = LnbnnMatcher(live, self.index.labels_of(live.ids), cfg.k, cfg.max_descriptors)
-        return self._matcher
+        """LNBNN over the gallery's local features, built on first use; after a refresh that left
+        the base as it was, the base's descriptor index is reused and only enrolments are new."""
+        with self._matcher_lock:  # concurrent first queries (a service) build it once
+            if self._matcher is None:
+                layout = self.index.local_layout()
+                if layout is None:
+                    raise KenningError("this index has no local features: rebuild it with --local sift")
+                features, base_rows, dead = layout
+                cfg = self._local_settings
+                labels = self.index.labels_of(features.ids)
+                self._matcher = LnbnnMatcher(
+                    features, labels, cfg.k, cfg.max_descriptors, base_rows, dead, reuse=self._previous_matcher
+                )
+                self._previous_matcher = None
+            return self._matcher
 
     def match(
         self,
@@ -282,8 +294,9 @@ class Recognizer:
         _check_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
         result = enroll_probes(self.index_dir, probes, paths, label, image_ids)
+        previous = self._matcher
         self.index.refresh(self.index_dir)
-        self._matcher = None
+        self._matcher, self._previous_matcher = None, previous
         return result
 
 

@@ -275,6 +275,16 @@ class GalleryIndex:
             self._live_local = concat([base, self.delta.local]) if self.delta.local is not None else base
         return self._live_local
 
+    def local_layout(self) -> tuple[FeatureSet, int, np.ndarray] | None:
+        """What local matching searches: the base's features (forgotten ones included), then the
+        enrolments'; how many rows are the base's; the rows forgotten. The base part is the same
+        until the next compaction or build, so its descriptor index can outlive enrolments."""
+        if self.base_local is None:
+            return None
+        features = concat([self.base_local, self.delta.local]) if self.delta.local is not None else self.base_local
+        dead = np.flatnonzero(np.isin(self.base_local.ids, self.removed))
+        return features, len(self.base_local), dead
+
     def local_of(self, ids: np.ndarray) -> list[LocalFeatures]:
         """Stored local features of live ids (the index must have them)."""
         live = self.live_local()

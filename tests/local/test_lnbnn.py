@@ -75,3 +75,25 @@ def test_an_unreadable_image_is_skipped_with_one_error(photos: dict[str, Path], 
     extracted = extract_paths([str(photos["coffee"]), str(bad)], LocalConfig(method="sift"), progress=False)
     assert extracted.features[0] is not None and extracted.features[1] is None
     assert len(extracted.errors) == 1 and "bad.jpg" in extracted.errors[0] and "\n" not in extracted.errors[0]
+
+
+def test_a_matcher_over_base_and_enrolments_scores_as_one_over_the_live_images(photos: dict[str, Path]) -> None:
+    """Base rows in a reusable index, enrolments searched apart, forgotten base rows skipped: the
+    same scores as one matcher over the live images alone, and the base's index is shared."""
+    cfg = LocalConfig(method="sift", max_keypoints=300)
+    features = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False).features
+    everything = FeatureSet.of(range(len(PHOTOS)), features)
+    labels = np.array(PHOTOS)
+    base = LnbnnMatcher(everything.select(np.arange(len(PHOTOS)) < 4), labels[:4], k=3)
+    # later: "camera" and "immunohistochemistry" enrolled, "coffee" (row 1) forgotten
+    grown = LnbnnMatcher(everything, labels, k=3, indexed_rows=4, dead=np.array([1]), reuse=base)
+    live = np.arange(len(PHOTOS)) != 1
+    plain = LnbnnMatcher(everything.select(live), labels[live], k=3)
+    assert grown.index is base.index and grown.tail is not None
+    for query in features:
+        a, b = grown.score(query), plain.score(query)
+        assert a.labels == b.labels and "coffee" not in a.labels
+        np.testing.assert_allclose(a.label_scores, b.label_scores, rtol=1e-5)
+        np.testing.assert_array_equal(a.image_ids, b.image_ids)
+    other_base = LnbnnMatcher(everything, labels, k=3, indexed_rows=5, reuse=base)  # another base: rebuilt
+    assert other_base.index is not base.index

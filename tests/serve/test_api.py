@@ -214,3 +214,24 @@ def test_a_network_address_needs_a_token(local_index: Path) -> None:
     check_exposure("127.0.0.1", None)
     check_exposure("::1", None)
     assert_refused(cli("serve", "--index", local_index, "--host", "0.0.0.0"), "--token")
+
+
+def test_after_a_write_the_served_index_keeps_its_base_descriptor_index(index_copy: Path, local_demo: Path) -> None:
+    """An enrolment costs the service a search of the new photo's descriptors, not a rebuild of the
+    base's descriptor index (seconds at a thousand photos); a compaction (a new base) rebuilds it."""
+    from kenning.serve.catalogue import ServedIndex
+
+    served = ServedIndex(index_copy, index_copy.parent / "photos")
+    photo, _ = _gallery_photo(local_demo)
+    before = served.current()
+    before.query([str(photo)])
+    base_index = before.matcher.index
+    newcomer = sorted((local_demo / "enroll").glob("*.jpg"))[0]
+    assert cli("enroll", newcomer, "--index", index_copy, "--label", "newcomer").exit_code == 0
+    after = served.current()
+    assert after is not before and after.query([str(newcomer)])[0].labels[0] == "newcomer"
+    assert after.matcher.index is base_index and after.matcher.tail is not None
+    assert cli("build-index", "--compact", "--out", index_copy).exit_code == 0
+    compacted = served.current()
+    assert compacted.query([str(newcomer)])[0].labels[0] == "newcomer"
+    assert compacted.matcher.index is not base_index and compacted.matcher.tail is None
