@@ -1,10 +1,11 @@
 """Load on `kenning serve`: concurrent identify requests, then the same while another client enrols.
 
-A gallery of the first N images of nyala `train` (ImageNet EfficientNet-Lite0 features, no
-training: the service's cost, not its accuracy, is measured), served by a real `kenning serve`
-process on loopback. Phase 1: C clients x R identify requests each (one photo per request, photos of
-nyala `test`). Phase 2: the same, while one more client enrols E new identities (two photos each);
-afterwards every one of them must be listed. Latency percentiles, throughput and errors per phase.
+A gallery of N nyala images (`train` identities other than the model's held-out ones, then `test`;
+ImageNet EfficientNet-Lite0 features, no training: the service's cost, not its accuracy, is
+measured), served by a real `kenning serve` process on loopback. Phase 1: C clients x R identify
+requests each (one photo per request, photos of nyala `test`). Phase 2: the same, while one more
+client enrols E new identities (two photos each); afterwards every one of them must be listed.
+Latency percentiles, throughput and errors per phase.
 
     python benchmarks/serve_load.py                      # 1000 images, 8 x 50, 20 enrolments
     python benchmarks/serve_load.py --local sift         # with the local stage (slower)
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from kenning.build import build_index
 from kenning.config import load_config
 from kenning.data.readers import read_dataset, select_split
+from kenning.embeddings.checkpoint import load_holdout
 from kenning.embeddings.train import train_embedding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,20 +41,30 @@ RESULTS = ROOT / "benchmarks" / "results"
 TOKEN = "load-benchmark"
 
 
-def prepare(work: Path, gallery_size: int, local: str) -> Path:
-    """Model (untrained, calibrated on held-out train identities) and index, reused when present."""
-    index = work / f"index-{gallery_size}-{local}"
-    if (index / "manifest.json").exists():
-        return index
-    overrides = {"train.epochs": 0, "model.embedding_dim": 0, "model.image_size": 224, "local.method": local}
+def prepare(work: Path, gallery_size: int, local: str) -> tuple[Path, pd.DataFrame]:
+    """Model (untrained, with held-out train identities to calibrate on) and index, reused when
+    present; returns the index and its gallery table."""
+    overrides = {
+        "train.epochs": 0,
+        "train.holdout_fraction": 0.3,  # enough held-out identities to calibrate on
+        "model.embedding_dim": 0,
+        "model.image_size": 224,
+        "local.method": local,
+    }
     cfg = load_config(None, overrides)
     table = read_dataset(SHARED / "nyala")
     train = select_split(table, "train")
     model = work / "model"
     if not model.exists():
         train_embedding(cfg, train, model)
-    build_index(model, train.head(gallery_size), cfg.index, index, local=cfg.local)
-    return index
+    # The held-out identities calibrate the index, so they stay out of its gallery: the other
+    # training identities, topped up from the test split.
+    held_out = set(load_holdout(model)["label"])
+    gallery = pd.concat([train[~train["label"].isin(held_out)], select_split(table, "eval")]).head(gallery_size)
+    index = work / f"index-{gallery_size}-{local}"
+    if not (index / "manifest.json").exists():
+        build_index(model, gallery, cfg.index, index, local=cfg.local)
+    return index, gallery
 
 
 def free_port() -> int:
@@ -118,6 +131,12 @@ def phase(url: str, photos: list[Path], clients: int, requests: int, enrol: list
     return result
 
 
+def _flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The command-line options that differ from their defaults (for the Reproduce line)."""
+    changed = [(k, v) for k, v in vars(args).items() if k != "work" and v != parser.get_default(k)]
+    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in changed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gallery", type=int, default=1000)
@@ -128,10 +147,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-serve")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    index = prepare(args.work, args.gallery, args.local)
+    index, gallery = prepare(args.work, args.gallery, args.local)
     test = select_split(read_dataset(SHARED / "nyala"), "eval")
     photos = [Path(p) for p in test["path"]]
-    by_label = test.groupby("label")["path"].apply(list)
+    unseen = test[~test["label"].isin(set(gallery["label"]))]  # identities the gallery does not hold
+    by_label = unseen.groupby("label")["path"].apply(list)
     newcomers = [(f"load-{i:02d}", [Path(p) for p in by_label.iloc[i][:2]]) for i in range(args.enrol)]
 
     port = free_port()
@@ -151,6 +171,7 @@ def main() -> None:
                 time.sleep(0.2)
         before = httpx.get(f"{url}/health").json()
         phase(url, photos[:8], 2, 2)  # warm-up: first-request costs are not the steady state
+        alone = phase(url, photos, 1, 20)  # one client: a request's own latency, no queueing
         reads = phase(url, photos, args.clients, args.requests)
         mixed = phase(url, photos[::-1], args.clients, args.requests, newcomers)
         listed = httpx.get(f"{url}/identities", params={"search": "load-", "limit": 1000}).json()
@@ -159,8 +180,8 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
         # a fresh photos folder per run, and the enrolled index is this benchmark's own: undo its enrolments
-        for label, _ in newcomers:
-            subprocess.run([*kenning, "forget", "--index", str(index), "--label", label], capture_output=True)
+        labels = [arg for label, _ in newcomers for arg in ("--label", label)]
+        subprocess.run([*kenning, "forget", "--index", str(index), *labels], capture_output=True)
     present = {i["label"]: i["images"] for i in listed["identities"]}
     result = {
         "gallery_images": before["images"],
@@ -168,6 +189,7 @@ def main() -> None:
         "clients": args.clients,
         "requests_per_client": args.requests,
         "cores": os.cpu_count(),
+        "one_client": alone,
         "identify_only": reads,
         "identify_while_enrolling": mixed,
         "enrolled_identities_listed": sum(1 for label, _ in newcomers if present.get(label) == 2),
@@ -180,17 +202,21 @@ def main() -> None:
     rows = "".join(
         f"| {name} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} "
         f"| {r['identify_per_second']} |\n"
-        for name, r in (("identify only", reads), (f"identify while enrolling {args.enrol}", mixed))
+        for name, r in (
+            ("one client, 20 requests", alone),
+            (f"{args.clients} clients, identify only", reads),
+            (f"{args.clients} clients, identify while enrolling {args.enrol}", mixed),
+        )
     )
     md = (
         f"# kenning serve under load ({before['images']}-image nyala gallery, local: {args.local}, "
         f"{os.cpu_count()} cores, clients on the same machine)\n\n"
-        f"{args.clients} clients x {args.requests} identify requests (one photo each).\n\n"
+        f"{args.clients} clients x {args.requests} identify requests (one photo each), after one client alone.\n\n"
         "| phase | requests | errors | p50 ms | p95 ms | p99 ms | identify/s |\n|---|---|---|---|---|---|---|\n"
         f"{rows}\nEnrolments during phase 2: {mixed['enrolments']} (two photos each), p50 {mixed['enrol_p50_ms']} ms, "
         f"max {mixed['enrol_max_ms']} ms; listed afterwards with both photos: "
         f"{result['enrolled_identities_listed']} of {args.enrol}.\n\n"
-        f"Reproduce: `python benchmarks/serve_load.py{'' if args.local == 'none' else ' --local sift'}`\n"
+        f"Reproduce: `python benchmarks/serve_load.py{_flags(args, parser)}`\n"
     )
     (RESULTS / f"serve_load{tag}.md").write_text(md)
     print(md)

@@ -96,6 +96,7 @@ class LocalConfig:
     k: int = 5  # LNBNN: nearest descriptors that vote; the next one is the normaliser
     shortlist: int = 100  # gallery images scored locally per query when the gallery is too large for one index
     max_descriptors: int = 2_000_000  # gallery descriptors up to which one index of all of them is searched
+    verify: int = 0  # candidate identities per query checked geometrically (RANSAC inliers, a fused part); 0: off
 
 
 # Keys whose value is one of a few words: a typo fails when the config loads, not mid-training.
@@ -149,6 +150,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "local.k": (1, 100),
     "local.shortlist": (1, 100_000),
     "local.max_descriptors": (1, None),
+    "local.verify": (0, 100),
 }
 
 

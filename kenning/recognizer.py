@@ -20,7 +20,7 @@ import numpy as np
 
 from kenning.config import LocalConfig, check_value
 from kenning.data.duplicates import file_digest
-from kenning.decision.fusion import Candidates, Fusion, rank_fused
+from kenning.decision.fusion import INLIERS, Candidates, Fusion, rank_fused
 from kenning.decision.voting import Prediction, RankedLabels, place_unknown, rank_labels
 from kenning.embeddings.checkpoint import ModelManifest, load_model
 from kenning.embeddings.device import select_device
@@ -32,8 +32,10 @@ from kenning.index.store import GalleryIndex
 from kenning.labels import check_label
 from kenning.local.featureset import LocalFeatures
 from kenning.local.lnbnn import LnbnnMatcher, LocalScores
+from kenning.local.spatial import inliers
 
 GLOBAL_CANDIDATES = 100  # with local matching: global neighbours whose identities are candidates
+VERIFIED_IMAGES = 2  # gallery images per candidate identity checked geometrically (its best by LNBNN)
 
 
 @dataclass
@@ -126,7 +128,7 @@ class Recognizer:
         self.index = index
         self.index_dir = index_dir
         self.use_local = bool(index.manifest.local)
-        self.fusion = Fusion.from_dict(index.manifest.fusion) if index.manifest.fusion.get("calibrators") else None
+        self.fusion = _fusion_of(index.manifest)
         self._matcher: LnbnnMatcher | None = None
         self._previous_matcher: LnbnnMatcher | None = None  # a refresh's predecessor: its base index may be reused
         self._matcher_lock = threading.Lock()
@@ -157,7 +159,7 @@ class Recognizer:
         other.index, other._matcher, other._matcher_lock = index, None, threading.Lock()
         other._previous_matcher = self._matcher if index.manifest.base_file == self.index.manifest.base_file else None
         other.use_local = self.use_local and bool(index.manifest.local)
-        other.fusion = Fusion.from_dict(index.manifest.fusion) if index.manifest.fusion.get("calibrators") else None
+        other.fusion = _fusion_of(index.manifest)
         return other
 
     def configure(
@@ -254,10 +256,24 @@ class Recognizer:
             ids = neighbours.ids[i]
             scores.append(self.matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
         candidates = [_candidates(neighbours, i, s) for i, s in enumerate(scores)]
+        if self._local_settings.verify:
+            for features, found, cand in zip(local, scores, candidates, strict=True):
+                cand.scores["inliers"] = self._inliers(features, found, cand)
         shown = Neighbours(
             neighbours.similarities[:, :wanted], neighbours.labels[:, :wanted], neighbours.ids[:, :wanted]
         )
         return Matches(shown, candidates, scores)
+
+    def _inliers(self, query: LocalFeatures, found: LocalScores, candidates: Candidates) -> np.ndarray:
+        """Spatial verification of the `local.verify` candidates LNBNN scored highest: each one's
+        most inliers over its best-scoring gallery images (up to VERIFIED_IMAGES); 0 for the rest."""
+        out = np.zeros(len(candidates.labels))
+        top = np.argsort(-candidates.scores["local"], kind="stable")[: self._local_settings.verify]
+        image_labels = self.index.labels_of(found.image_ids)
+        for i in top[candidates.scores["local"][top] > 0]:
+            images = found.image_ids[image_labels == candidates.labels[i]][:VERIFIED_IMAGES]
+            out[i] = max((inliers(query, g) for g in self.index.local_of(images)), default=0)
+        return out
 
     def rank(self, matches: Matches) -> list[RankedLabels]:
         """The decision: labels ranked by the votes of the index's k nearest, or with local
@@ -298,6 +314,17 @@ class Recognizer:
         self.index.refresh(self.index_dir)
         self._matcher, self._previous_matcher = None, previous
         return result
+
+
+def _fusion_of(manifest: store.IndexManifest) -> Fusion | None:
+    """The index's calibrated fusion; its parts must be those its local settings produce."""
+    if not manifest.fusion.get("calibrators"):
+        return None
+    fusion = Fusion.from_dict(manifest.fusion)
+    verify = bool(manifest.local and LocalConfig(**manifest.local).verify)
+    if (INLIERS in fusion.calibrators) != verify:
+        raise KenningError("the index's fusion does not match its local.verify setting: rebuild the index")
+    return fusion
 
 
 def _as_rows(exclude: np.ndarray | None, n: int) -> np.ndarray:

@@ -68,7 +68,7 @@ LOCAL_DEMO = DemoSpec(
 LOCAL_SMALL = ["--set", "local.max_keypoints=200", "--set", "local.image_side=256"]
 
 
-def build_local_index(model: Path, data: Path, out: Path, local: str) -> None:
+def build_local_index(model: Path, data: Path, out: Path, local: str, *extra: str) -> None:
     """`build-index` of the demo's test split, with or without local matching, at test scale."""
     from tests.hostile.conftest import cli
 
@@ -87,6 +87,7 @@ def build_local_index(model: Path, data: Path, out: Path, local: str) -> None:
         "--k",
         str(small_config().index.k),
         *LOCAL_SMALL,
+        *extra,
     )
     assert run.exit_code == 0, run.stderr
 

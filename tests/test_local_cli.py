@@ -125,3 +125,18 @@ def test_local_without_held_out_identities_is_refused(local_demo: Path, tmp_path
         cli("build-index", "--model", model, "--data", local_demo, "--out", out, "--local", "sift"), "held-out"
     )
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_spatial_verification_is_a_calibrated_score_part(local_model: Path, local_demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "verified"
+    build_local_index(local_model, local_demo, out, "sift", "--set", "local.verify=3")
+    assert set(GalleryIndex.load(out).manifest.fusion["calibrators"]) == {"global", "local", "inliers"}
+    photo = _queries(local_demo)[0]  # a gallery photo: it agrees with itself geometrically
+    answer = _answers(cli("query", photo, "--index", out, "--json"))[0]
+    parts = [p["scores"] for p in answer["predictions"] if "scores" in p]
+    assert all(set(s) == {"global", "local", "inliers", "probability"} for s in parts)
+    assert parts[0]["inliers"] >= 8 and parts[0]["inliers"] > max(s["inliers"] for s in parts[1:])
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["local"]["verify"] = 0  # a manifest claiming no verification for a fusion fitted with it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert_refused(cli("query", photo, "--index", out), "local.verify")

@@ -1,4 +1,5 @@
-"""One probability per identity from several scores: the global similarity and the local LNBNN score.
+"""One probability per identity from several scores: the global similarity, the local LNBNN score
+and, with spatial verification on, the RANSAC inlier count.
 
 WildFusion (Cermak et al., 2024): each score is mapped to the probability that query and candidate
 are the same identity by a monotone (isotonic) calibrator fitted on pairs of held-out identities;
@@ -19,7 +20,8 @@ from sklearn.isotonic import IsotonicRegression
 from kenning.decision.voting import RankedLabels
 from kenning.errors import KenningError
 
-PARTS = ("global", "local")
+PARTS = ("global", "local")  # always fused; INLIERS too when spatial verification is on
+INLIERS = "inliers"
 MIN_POSITIVES = 5  # same-identity pairs a calibrator needs; fewer cannot say how a score maps to a probability
 
 
@@ -28,7 +30,7 @@ class Candidates:
     """One query's candidate identities (from either stage) with each stage's score."""
 
     labels: list[str]
-    scores: dict[str, np.ndarray]  # part -> (len(labels),) raw score: global cosine, local LNBNN sum
+    scores: dict[str, np.ndarray]  # part -> (len(labels),) raw score: global cosine, local LNBNN sum, inliers
 
 
 @dataclass
@@ -86,14 +88,15 @@ class Fusion:
             calibrators = {p: Calibrator.from_dict(c) for p, c in data["calibrators"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             raise KenningError("the index's fusion calibrators are damaged: rebuild the index") from None
-        if set(calibrators) != set(PARTS):
+        if set(calibrators) not in (set(PARTS), {*PARTS, INLIERS}):
             raise KenningError(f"the index's fusion calibrates {sorted(calibrators)}, not {list(PARTS)}: rebuild it")
         return cls(calibrators, dict(data.get("fitted_on", {})))
 
 
 def pairs(candidates: Sequence[Candidates], actual: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every (query, candidate identity) pair: its scores and whether it is the same identity."""
-    scores = {p: np.concatenate([c.scores[p] for c in candidates]) if candidates else np.zeros(0) for p in PARTS}
+    parts = _parts(candidates[0]) if candidates else PARTS
+    scores = {p: np.concatenate([c.scores[p] for c in candidates]) if candidates else np.zeros(0) for p in parts}
     same = np.concatenate([np.array(c.labels, dtype=object) == a for c, a in zip(candidates, actual, strict=True)])
     return scores, same.astype(bool)
 
@@ -106,8 +109,12 @@ def fit_fusion(candidates: Sequence[Candidates], actual: Sequence[str], **fitted
             f"cannot calibrate local matching: the held-out queries give {int(same.sum())} same-identity and "
             f"{int((~same).sum())} other candidate pairs, and each needs at least {MIN_POSITIVES}"
         )
-    calibrators = {p: Calibrator.fit(scores[p], same) for p in PARTS}
+    calibrators = {p: Calibrator.fit(scores[p], same) for p in scores}
     return Fusion(calibrators, {"pairs": len(same), "positives": int(same.sum()), **fitted_on})
+
+
+def _parts(candidates: Candidates) -> tuple[str, ...]:
+    return (*PARTS, INLIERS) if INLIERS in candidates.scores else PARTS
 
 
 def rank_fused(candidates: Candidates, fusion: Fusion) -> RankedLabels:
@@ -118,8 +125,9 @@ def rank_fused(candidates: Candidates, fusion: Fusion) -> RankedLabels:
     names = np.array(candidates.labels, dtype=object)
     # ties (scores beyond a calibrator's range) go to the stronger local, then global match, then the name
     order = np.lexsort((names, -candidates.scores["global"], -candidates.scores["local"], -prob))
+    shown = _parts(candidates)
     parts = [
-        {**{p: round(float(candidates.scores[p][i]), 4) for p in PARTS}, "probability": round(float(prob[i]), 4)}
+        {**{p: round(float(candidates.scores[p][i]), 4) for p in shown}, "probability": round(float(prob[i]), 4)}
         for i in order
     ]
     probs = [float(prob[i]) for i in order]

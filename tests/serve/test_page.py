@@ -59,13 +59,13 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
         row = page.locator(".row").first
         row.locator(".answer").nth(4).wait_for(timeout=60_000)
         assert row.locator(".answer").count() == 5
-        assert "Hut on the ridge" not in row.locator(".answers").inner_text()
+        assert "Ridge_hut" not in row.locator(".answers").inner_text()
         page.screenshot(path=str(shots / "1-identified.png"), full_page=True)
 
-        row.locator(".new-name").fill("Hut on the ridge")
+        row.locator(".new-name").fill("Ridge_hut")
         row.locator(".new-btn").click()
         page.wait_for_function("document.querySelector('.row .note').textContent.includes('enrolled as')")
-        assert "enrolled as Hut on the ridge" in row.locator(".note").inner_text()
+        assert "enrolled as Ridge_hut" in row.locator(".note").inner_text()
         page.screenshot(path=str(shots / "2-enrolled.png"), full_page=True)
 
         page.set_input_files("#files", str(other))
@@ -74,6 +74,9 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
         assert again.locator("figcaption").inner_text() == other.name
         first = again.locator(".answer .label").first.inner_text()
         page.screenshot(path=str(shots / "3-identified-again.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click("#download")
+        csv = Path(download.value.path()).read_text().splitlines()
 
         page.click("button[data-view=catalogue]")
         page.locator(".identity").first.wait_for()
@@ -82,7 +85,9 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
         listed = page.locator(".identity .name").inner_text()
         page.screenshot(path=str(shots / "4-catalogue.png"), full_page=True)
         browser.close()
-    assert first == "Hut on the ridge"
-    assert listed == "Hut on the ridge"
+    assert first == "Ridge_hut"
+    assert csv[0] == "Image,Id" and len(csv) == 3  # the whale format, one row per photo shown
+    assert csv[2].startswith(f"{other.name},Ridge_hut ") and len(csv[2].split(",")[1].split()) == 5
+    assert listed == "Ridge_hut"
     assert errors == []
     assert all((shots / f).stat().st_size > 10_000 for f in ("1-identified.png", "3-identified-again.png"))

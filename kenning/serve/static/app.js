@@ -146,6 +146,15 @@ function drawMatches(canvas, queryImg, matches) {
 
 function downloadCsv() {
   const format = $("#csv-format").value;
+  // Kaggle's formats separate labels by whitespace: a label holding any cannot be read back as itself
+  const used = results.flatMap(({ result }) => (format === "whale" ? result.answers : result.answers.slice(0, 1)));
+  const spaced = [...new Set(used.map((a) => a.label).filter((label) => /\s/.test(label)))];
+  if (spaced.length) {
+    $("#counts").textContent = `no CSV: a Kaggle file cannot hold labels with spaces (${spaced.join(", ")})`;
+    $("#counts").className = "error";
+    return;
+  }
+  $("#counts").className = "";
   const lines = format === "whale" ? ["Image,Id"] : ["id,landmarks"];
   for (const { name, result } of [...results]) {
     if (format === "whale") {
