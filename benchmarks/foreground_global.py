@@ -65,14 +65,7 @@ class Describer:
         self.transforms = {s: eval_transform(s, tuple(data["mean"]), tuple(data["std"])) for s in (224, 288, 384)}
 
     def features_and_map(self, image: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.forward_features(self.transforms[size](image)[None])
-        logits = self.model.forward_head(features)
-        weight = self.model.get_classifier().weight
-        top = logits.topk(5, dim=1)
-        probs = torch.softmax(logits, dim=1).gather(1, top.indices)
-        cams = torch.einsum("bkc,bchw->bkhw", weight[top.indices], features).clamp(min=0)
-        cam = (cams * probs[..., None, None]).sum(1)
-        return features, cam / cam.amax().clamp(min=1e-12)
+        return self.foreground.features_and_maps(self.transforms[size](image)[None])
 
     @torch.no_grad()
     def describe(self, image: Image.Image) -> dict[str, torch.Tensor]:

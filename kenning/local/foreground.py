@@ -39,6 +39,11 @@ class Foreground:
         if not images:
             return []
         batch = torch.stack([self.transform(img) for img in images]).to(self.device)
+        _, cam = self.features_and_maps(batch)
+        return list(cam.cpu().numpy().astype(np.float32))
+
+    def features_and_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images -> the last feature map (b, c, h, w) and its CAM (b, h, w) in [0, 1]."""
         features = self.model.forward_features(batch)  # (b, c, h, w), after the head convolution
         logits = self.model.forward_head(features)
         weight = self.model.get_classifier().weight  # (1000, c)
@@ -47,7 +52,7 @@ class Foreground:
         cams = torch.einsum("bkc,bchw->bkhw", weight[top.indices], features).clamp(min=0)
         cam = (cams * probs[:, :, None, None]).sum(1)
         peak = cam.flatten(1).amax(1).clamp(min=1e-12)
-        return list((cam / peak[:, None, None]).cpu().numpy().astype(np.float32))
+        return features, cam / peak[:, None, None]
 
 
 def weight_at(weight_map: np.ndarray, x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
