@@ -157,7 +157,7 @@ class Recognizer:
         store.check_model(index.manifest, self.model_manifest)
         other = copy.copy(self)
         other.index, other._matcher, other._matcher_lock = index, None, threading.Lock()
-        other._previous_matcher = self._matcher if index.manifest.base_file == self.index.manifest.base_file else None
+        other._previous_matcher = self._matcher  # reused by the matcher only if the base is unchanged
         other.use_local = self.use_local and bool(index.manifest.local)
         other.fusion = _fusion_of(index.manifest)
         return other
@@ -303,17 +303,14 @@ class Recognizer:
         return [next(predictions) if ok else next(errors) for ok in probes.ok]
 
     def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> EnrollResult:
-        """Add photos of `label` to the saved index (its side index: no rebuild, no retraining); the
-        new identity answers queries at once."""
+        """Add photos of `label` to the saved index (its side index: no rebuild, no retraining). This
+        Recognizer is left as it was (queries running on it finish undisturbed); `refreshed()` gives
+        one that answers with the new identity."""
         if self.index_dir is None:
             raise KenningError("enroll needs an index saved in a directory")
         _check_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
-        result = enroll_probes(self.index_dir, probes, paths, label, image_ids)
-        previous = self._matcher
-        self.index.refresh(self.index_dir)
-        self._matcher, self._previous_matcher = None, previous
-        return result
+        return _enroll_probes(self.index_dir, probes, paths, label, image_ids)
 
 
 def _fusion_of(manifest: store.IndexManifest) -> Fusion | None:
@@ -376,7 +373,7 @@ def enroll_images(
     _check_label(label, manifest.unknown_label)
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
-    return enroll_probes(Path(index_dir), probes, paths, label, image_ids)
+    return _enroll_probes(Path(index_dir), probes, paths, label, image_ids)
 
 
 def index_model_dir(index_dir: Path, manifest: store.IndexManifest) -> str:
@@ -394,7 +391,7 @@ def _check_label(label: str, unknown_label: str) -> None:
         raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
 
 
-def enroll_probes(
+def _enroll_probes(
     index_dir: Path, probes: Probes, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
 ) -> EnrollResult:
     if not probes.ok.any():

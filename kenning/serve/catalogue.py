@@ -22,7 +22,7 @@ import numpy as np
 
 from kenning.atomic import atomic_save
 from kenning.index import store
-from kenning.recognizer import Matches, Recognizer, enroll_probes
+from kenning.recognizer import Matches, Recognizer
 from kenning.serve.uploads import Refused, Upload, check_url_label, thumbnail
 
 NEAREST_PER_ANSWER = 3  # gallery photos shown beside each answer
@@ -117,8 +117,6 @@ class ServedIndex:
         them later) and enrol them under `label`."""
         check_url_label(label)
         recognizer = self.current()
-        if label == recognizer.unknown_label:
-            raise Refused(422, f"{label!r} is the index's unknown label and cannot be enrolled")
         with self._write:
             self.photos_dir.mkdir(parents=True, exist_ok=True)
             paths, created = [], []
@@ -129,8 +127,7 @@ class ServedIndex:
                     created.append(path)
                 paths.append(str(path))
             try:
-                probes = recognizer.reader.read(paths, bool(recognizer.index.manifest.local))
-                result = enroll_probes(self.index_dir, probes, paths, label, [u.name for u in uploads])
+                result = recognizer.enroll(paths, label, [u.name for u in uploads])
             except BaseException:
                 for path in created:  # ours, made a moment ago for this request: nothing else names them
                     path.unlink(missing_ok=True)
