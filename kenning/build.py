@@ -1,4 +1,9 @@
-"""Build an index from a gallery and calibrate it on the model's held-out identities.
+"""Build an index from a gallery (images, or vectors `kenning embed` wrote) and calibrate it on the
+model's held-out identities.
+
+From embeddings the build streams: an IVF / PQ structure trains on a sample, then the chunks are
+added one at a time, so memory holds the index and one chunk, never all raw vectors. Approximate
+FAISS indexes get their search settings by measured recall (index/tuning.py).
 
 Calibration runs protocol B on held-out training identities (never the gallery's): the real gallery
 plus their enrolled first sightings form the catalogue, their other images (and every image of the
@@ -10,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from kenning.config import IndexConfig, LocalConfig
 from kenning.data.duplicates import DIGEST, drop_duplicates
@@ -22,10 +30,13 @@ from kenning.data.splits import catalogue_split
 from kenning.decision.fusion import Fusion, fit_fusion
 from kenning.decision.threshold import Calibration, calibrate_threshold
 from kenning.embeddings.checkpoint import load_holdout, load_model
+from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError, warn
 from kenning.index import store
+from kenning.index.faiss_index import FaissIndex
 from kenning.index.store import GalleryIndex
-from kenning.recognizer import Matches, Recognizer
+from kenning.index.tuning import TUNING_QUERIES, exact_top_ids, tune_search_params
+from kenning.recognizer import Matches, Recognizer, StoredReader
 
 MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
 FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
@@ -63,18 +74,8 @@ def build_index(
     model, manifest = load_model(model_dir)
     thresholds = cfg.threshold is None and calibrate
     holdout = _readable_holdout(model_dir, manifest.fingerprint) if thresholds or local_on else None
-    gallery = gallery[gallery["label"] != UNLABELLED]
-    if gallery.empty:
-        raise KenningError("the gallery has no labelled images to index")
-    if (gallery["label"] == cfg.unknown_label).any():
-        raise KenningError(
-            f"the gallery labels images {cfg.unknown_label!r}, the index's unknown label: an answer could not "
-            "tell them from 'no match'; rename them or set --unknown-label"
-        )
-    gallery = drop_duplicates(gallery, "gallery")
-    if holdout is not None:  # identities in the gallery are not new to it: they cannot calibrate
-        holdout = holdout[~holdout["label"].isin(set(gallery["label"]))]
-        holdout = holdout[~holdout["image_id"].isin(set(gallery["image_id"]))]
+    gallery = _labelled_gallery(gallery, cfg)
+    holdout = _outside(holdout, gallery)
     if local_on and (holdout is None or holdout.empty):
         raise KenningError(
             "local matching needs the model's held-out identities (outside the gallery) to calibrate its fusion "
@@ -94,9 +95,112 @@ def build_index(
         progress=progress,
         local=probes.local,
     )
+    if _tunable(index, cfg):
+        queries = probes.vectors[_sample_rows(len(probes.vectors), TUNING_QUERIES)]
+        _tune(index, cfg, queries, iter([(probes.vectors, index.base_table["id"].to_numpy())]))
     index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
+    return index, _calibrate(recognizer, holdout, cfg, out, local_on, thresholds)
+
+
+def build_index_from_embeddings(
+    embeddings: str | Path, cfg: IndexConfig, out: str | Path, progress: bool = True, calibrate: bool = True
+) -> tuple[GalleryIndex, Calibration | None]:
+    """`build_index` from a folder `kenning embed` wrote, without the model: the same index and
+    threshold as from the images, built chunk by chunk."""
+    store.check_index_dir(out)
+    vectors = EmbeddingSet(embeddings)
+    if vectors.manifest.flip_tta != cfg.flip_tta:
+        said = "with" if vectors.manifest.flip_tta else "without"
+        raise KenningError(f"{embeddings} was embedded {said} flip TTA: build with the same index.flip_tta")
+    manifest, model_dir = vectors.manifest.model_manifest, vectors.manifest.model_dir
+    thresholds = cfg.threshold is None and calibrate
+    gallery = _labelled_gallery(vectors.table("gallery"), cfg)
+    holdout = _outside(vectors.table("holdout"), gallery) if thresholds else None
+    kept = set(gallery["row"])
+    index = GalleryIndex.new(manifest, model_dir, cfg, len(gallery))
+    index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
+
+    def chunks() -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        for rows, found in vectors.chunks("gallery"):
+            mask = rows["row"].isin(kept).to_numpy()
+            yield rows[mask], found[mask]
+
+    training, tuning = index.base.training_size(), TUNING_QUERIES if _tunable(index, cfg) else 0
+    wanted = gallery["row"].to_numpy()[_sample_rows(len(gallery), max(training, tuning))]
+    sample = np.zeros((0, manifest.embedding_dim), np.float32)
+    if len(wanted):  # one pass for a random sample: the structure learns from it, the tuning queries come from it
+        sample = np.concatenate([found[rows["row"].isin(wanted).to_numpy()] for rows, found in chunks()])
+    if training:
+        index.base.train(sample)
+    with tqdm(total=len(gallery), desc="indexing", unit="vec", disable=not progress) as bar:
+        for rows, found in chunks():
+            index.add(found, *(rows[c].tolist() for c in ("image_id", "label", "path", DIGEST)))
+            bar.update(len(rows))
+    if tuning:
+        ids = index.base_table.set_index("path")["id"]
+        queries = sample[_sample_rows(len(sample), tuning)]
+        _tune(index, cfg, queries, ((found, ids[rows["path"]].to_numpy()) for rows, found in chunks()))
+    index.save(out, progress=progress)
+    recognizer = Recognizer(None, manifest, index, reader=StoredReader(vectors), progress=progress)
+    return index, _calibrate(recognizer, holdout, cfg, out, False, thresholds)
+
+
+def _labelled_gallery(gallery: pd.DataFrame, cfg: IndexConfig) -> pd.DataFrame:
+    gallery = gallery[gallery["label"] != UNLABELLED]
+    if gallery.empty:
+        raise KenningError("the gallery has no labelled images to index")
+    if (gallery["label"] == cfg.unknown_label).any():
+        raise KenningError(
+            f"the gallery labels images {cfg.unknown_label!r}, the index's unknown label: an answer could not "
+            "tell them from 'no match'; rename them or set --unknown-label"
+        )
+    return drop_duplicates(gallery, "gallery")
+
+
+def _outside(holdout: pd.DataFrame | None, gallery: pd.DataFrame) -> pd.DataFrame | None:
+    """Identities in the gallery are not new to it: they cannot calibrate."""
+    if holdout is None:
+        return None
+    holdout = holdout[~holdout["label"].isin(set(gallery["label"]))]
+    return holdout[~holdout["image_id"].isin(set(gallery["image_id"]))]
+
+
+def _sample_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a random sample of `size` of n rows (all of them when n <= size)."""
+    return np.sort(np.random.default_rng(seed).choice(n, min(n, size), replace=False))
+
+
+def _tunable(index: GalleryIndex, cfg: IndexConfig) -> bool:
+    return cfg.search_params == "auto" and isinstance(index.base, FaissIndex) and not index.base.is_exact
+
+
+def _tune(
+    index: GalleryIndex, cfg: IndexConfig, queries: np.ndarray, chunks: Iterator[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """search_params auto on an approximate FAISS index: the fastest setting reaching index.target_recall
+    recall@10 on a sample of the gallery's own vectors, recorded in the manifest."""
+    k = min(10, index.base.ntotal)
+    point = tune_search_params(index.base, queries, exact_top_ids(queries, chunks, k), cfg.target_recall, k)
+    if point is None:
+        return
+    if not point.reached:
+        warn(f"no search setting of {index.base.index_type} reached recall@{k} {cfg.target_recall}: kept the best")
+    index.manifest.search_params = point.search_params
+    index.manifest.operating_point = point.to_dict()
+
+
+def _calibrate(
+    recognizer: Recognizer,
+    holdout: pd.DataFrame | None,
+    cfg: IndexConfig,
+    out: str | Path,
+    local_on: bool,
+    thresholds: bool,
+) -> Calibration | None:
+    """Calibrate the saved index at `out` on the held-out identities; its default path's calibration."""
+    index = recognizer.index
     if holdout is None or holdout.empty:  # no threshold: unknown is never answered
-        return index, None
+        return None
     result = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds)
     fusion = {}
     if result.fusion is not None:
@@ -109,7 +213,7 @@ def build_index(
     embedding = result.embedding
     threshold = embedding.threshold if embedding else (None if local_on else cfg.threshold)
     index.manifest = store.set_threshold(out, threshold, embedding.to_dict() if embedding else {}, fusion)
-    return index, result.main
+    return result.main
 
 
 def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame | None:

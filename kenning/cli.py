@@ -118,40 +118,55 @@ def train_embed(
         ),
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="train.mode: finetune, or frozen (cached backbone features, fast on CPU)")
+        str | None,
+        typer.Option(
+            help="train.mode: finetune, frozen (cached backbone features, fast on CPU), or auto (finetune on CUDA)"
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="train.device: auto, cpu or cuda")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the killed run in --out from its last epoch.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes on this machine (DDP: one per GPU, or a share of the cores): runs this command "
+            "under `torchrun --standalone --nproc_per_node N`; across machines call torchrun yourself.",
+        ),
+    ] = 1,
     sets: SetOpt = None,
 ) -> None:
     """Train a timm backbone + GeM + embedding head on P x K class-balanced batches (ArcFace family,
-    triplet, contrastive, or a weighted mix); checkpoints every epoch, keeps the best on held-out identities."""
+    triplet, contrastive, or a weighted mix); checkpoints every epoch, keeps the best on held-out identities.
+    Under torchrun (or with --nproc) it trains with DistributedDataParallel."""
     from kenning.data.readers import read_dataset, select_split
     from kenning.embeddings.checkpoint import is_model_dir
+    from kenning.embeddings.distributed import launched_ranks
     from kenning.embeddings.train import CURVES, train_embedding
 
     require_output_dir(out, "model folder", is_model_dir)
-    cfg = _config(
-        config,
-        sets,
-        {
-            "train.epochs": epochs,
-            "model.backbone": backbone,
-            "model.weights": str(weights) if weights else None,
-            "model.pretrained": pretrained,
-            "model.image_size": image_size,
-            "model.embedding_dim": embedding_dim,
-            "train.lr": lr,
-            "train.device": device,
-            "loss.name": loss,
-            "train.mode": mode,
-        },
-    )
-    table = select_split(read_dataset(data), split)
+    flags = {
+        "train.epochs": epochs,
+        "model.backbone": backbone,
+        "model.weights": str(weights) if weights else None,
+        "model.pretrained": pretrained,
+        "model.image_size": image_size,
+        "model.embedding_dim": embedding_dim,
+        "train.lr": lr,
+        "train.device": device,
+        "loss.name": loss,
+        "train.mode": mode,
+    }
+    cfg = _config(config, sets, flags)
+    table = select_split(read_dataset(data), split)  # read here too: a bad dataset fails before N processes start
+    if nproc > 1 and not launched_ranks().active:
+        _relaunch_under_torchrun(nproc, data, out, config, split, resume, quiet, sets, flags)
+        return
     result = train_embedding(cfg, table, out, progress=not quiet, resume=resume)
+    if not launched_ranks().is_main:
+        return
     losses = ", ".join(f"{v:.3f}" for v in result.epoch_losses) or "none (0 epochs)"
     typer.echo(
         f"trained on {result.train_images} images of {len(result.manifest.classes)} identities "
@@ -163,6 +178,63 @@ def train_embed(
         typer.echo(f"best epoch {result.best_epoch} on held-out identities: {shown}")
     curves = f" (training curves: {out / CURVES})" if result.history else ""
     typer.echo(f"model {result.manifest.fingerprint} saved to {out}{curves}")
+
+
+def _relaunch_under_torchrun(
+    nproc: int,
+    data: Path,
+    out: Path,
+    config: Path | None,
+    split: str,
+    resume: bool,
+    quiet: bool,
+    sets: list[str] | None,
+    flags: dict[str, Any],
+) -> None:
+    """`train-embed --nproc N`: the same command, N processes, started by torchrun (which owns
+    rendezvous, restarts and teardown); the options travel as --set assignments."""
+    import subprocess
+    import sys
+
+    args = ["train-embed", "--data", str(data), "--out", str(out), "--split", split]
+    args += ["--config", str(config)] if config else []
+    args += ["--resume"] * resume + ["--quiet"] * quiet
+    for assignment in sets or []:
+        args += ["--set", assignment]
+    for key, value in flags.items():
+        if value is not None:
+            args += ["--set", f"{key}={json.dumps(value)}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    done = subprocess.run([*launcher, "-m", "kenning", *args], check=False)
+    if done.returncode:
+        raise KenningError(f"distributed training over {nproc} processes failed (exit {done.returncode}); see above")
+
+
+@app.command()
+def embed(
+    model: Annotated[Path, typer.Option(help="Model directory from train-embed.")],
+    data: Annotated[Path, typer.Option(help="Gallery dataset folder.")],
+    out: Annotated[Path, typer.Option(help="Embeddings folder to write, or the unfinished one to resume.")],
+    split: SplitOpt = "all",
+    chunk_size: Annotated[int, typer.Option(min=1, help="Images per chunk file (the unit a resume skips).")] = 4096,
+    flip_tta: Annotated[
+        bool, typer.Option("--flip-tta/--no-flip-tta", help="Average with the mirrored image (as index.flip_tta).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Embed a gallery (and the model's held-out images, for calibration) into Parquet chunks that a
+    killed run resumes from; under torchrun each process embeds its own chunks. Then
+    `build-index --embeddings OUT` indexes them without the model."""
+    from kenning.data.readers import read_dataset, select_split
+    from kenning.embeddings.distributed import launched_ranks
+    from kenning.embeddings.shards import embed_to_dir, is_embeddings_dir
+
+    require_output_dir(out, "embeddings folder", is_embeddings_dir)
+    gallery = select_split(read_dataset(data), split)
+    manifest = embed_to_dir(model, gallery, out, flip_tta, chunk_size, batch_size, progress=not quiet)
+    if launched_ranks().is_main:
+        typer.echo(f"embedded {manifest.rows} images in {manifest.chunks} chunks into {out}")
 
 
 @app.command("build-index")
@@ -199,6 +271,10 @@ def build_index_cmd(
         bool, typer.Option("--compact", help="Fold enrolments into the bulk index and drop forgotten images.")
     ] = False,
     local: LocalOpt = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Build from a folder `kenning embed` wrote (no model, no images; streamed chunk by chunk)."),
+    ] = None,
     sets: SetOpt = None,
 ) -> None:
     """Embed a gallery into a FAISS or Annoy index with labels beside it (and its local features with
@@ -209,9 +285,13 @@ def build_index_cmd(
         index = compact_index(out, progress=True)
         typer.echo(f"compacted {out}: {len(index)} images in one {index.manifest.index_type} index")
         return
-    if model is None or data is None:
-        raise KenningError("build-index needs --model and --data (or --compact with an existing --out)")
-    from kenning.build import build_index
+    if embeddings is not None and (model is not None or data is not None):
+        raise KenningError("--embeddings holds the model's vectors of the gallery: drop --model and --data")
+    if embeddings is None and (model is None or data is None):
+        raise KenningError(
+            "build-index needs --model and --data, or --embeddings (or --compact with an existing --out)"
+        )
+    from kenning.build import build_index, build_index_from_embeddings
     from kenning.data.readers import read_dataset, select_split
     from kenning.decision.threshold import describe_calibration
 
@@ -232,14 +312,25 @@ def build_index_cmd(
             "local.method": local,
         },
     )
-    gallery = select_split(read_dataset(data), split)
-    index, calibration = build_index(model, gallery, cfg.index, out, local=cfg.local)
+    if embeddings is not None:
+        if cfg.local.method != "none":
+            raise KenningError("local features need the images: build from --model and --data with --local sift")
+        index, calibration = build_index_from_embeddings(embeddings, cfg.index, out)
+    else:
+        gallery = select_split(read_dataset(data), split)
+        index, calibration = build_index(model, gallery, cfg.index, out, local=cfg.local)
     m = index.manifest
     params = f", {m.search_params}" if m.search_params else ""
     typer.echo(
         f"indexed {len(index)} images of {index.table['label'].nunique()} identities into {out} "
         f"({m.backend} {m.index_type}{params})"
     )
+    if m.operating_point:
+        point = m.operating_point
+        typer.echo(
+            f"search settings {point['search_params']}: recall@{point['k']} {point['recall']:.3f} against exact "
+            f"search on {point['queries']} gallery vectors (target {point['target']}), {point['qps']:.0f} queries/s"
+        )
     if calibration is not None:
         typer.echo(f"unknown threshold {calibration.threshold:.4f} ({describe_calibration(calibration.to_dict())})")
     elif m.threshold is not None:

@@ -47,7 +47,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    mode: str = "finetune"  # finetune: train everything; frozen: cache backbone features, train head + loss
+    mode: str = "auto"  # finetune: train everything; frozen: cached backbone features, head + loss; auto: by device
     classes_per_batch: int = 8  # P of the P x K batch
     images_per_class: int = 4  # K of the P x K batch
     small_classes: str = "repeat"  # fewer than K images: repeat (augmented copies) or drop
@@ -81,6 +81,7 @@ class IndexConfig:
     backend: str = "faiss"  # faiss (GPU when faiss-gpu sees one) or annoy
     index_type: str = "auto"  # FAISS factory string (Flat, IVF1024,Flat, HNSW32, IVF1024,PQ64,RFlat) or annoy trees=N
     search_params: str = "auto"  # FAISS ParameterSpace string (nprobe=32, efSearch=128) or annoy search_k=N
+    target_recall: float = 0.95  # search_params auto, approximate FAISS: the fastest setting reaching this recall@10
 
 
 @dataclass
@@ -101,7 +102,7 @@ class LocalConfig:
 
 # Keys whose value is one of a few words: a typo fails when the config loads, not mid-training.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "train.mode": ("finetune", "frozen"),
+    "train.mode": ("auto", "finetune", "frozen"),
     "train.small_classes": ("repeat", "drop"),
     "train.select_by": ("map@5", "recall@1", "map@r"),
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
@@ -144,6 +145,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "index.threshold": (-1.0, 1.0),
     "index.target_far": (0.0, 1.0),
     "index.batch_size": (1, 100_000),
+    "index.target_recall": ("(", 0.0, 1.0),
     "local.max_keypoints": (1, 100_000),
     "local.image_side": (0, 8192),
     "local.foreground": (0.0, 1.0),

@@ -26,6 +26,7 @@ from kenning.embeddings.checkpoint import ModelManifest, load_model
 from kenning.embeddings.device import select_device
 from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
 from kenning.embeddings.model import EmbeddingNet
+from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError
 from kenning.index import store
 from kenning.index.store import GalleryIndex
@@ -113,17 +114,40 @@ class Reader:
         return Probes(embedded.vectors[got], features, ok, embedded.errors + extracted.errors)
 
 
+class StoredReader:
+    """Probes from vectors embedded earlier by `kenning embed`, looked up by image path: what lets
+    `build-index --embeddings` calibrate on the held-out images without loading the model."""
+
+    def __init__(self, embeddings: EmbeddingSet):
+        self.embeddings = embeddings
+
+    def embed(self, paths: Sequence[str]) -> Embedded:
+        return self.embeddings.lookup(list(paths))
+
+    def read(self, paths: Sequence[str], local: bool) -> Probes:
+        if local:
+            raise KenningError(
+                "local features need the images: build from --data (with --local sift), not --embeddings"
+            )
+        embedded = self.embed(paths)
+        return Probes(embedded.vectors, None, embedded.ok, embedded.errors)
+
+
 class Recognizer:
     def __init__(
         self,
-        model: EmbeddingNet,
+        model: EmbeddingNet | None,
         model_manifest: ModelManifest,
         index: GalleryIndex,
         index_dir: Path | None = None,
         batch_size: int = 32,
         progress: bool = True,
+        reader: StoredReader | None = None,
     ):
-        self.reader = Reader(model, model_manifest, index.manifest, batch_size, progress)
+        """`model` may be None only with a `reader` of stored vectors."""
+        if reader is None and model is None:
+            raise ValueError("a Recognizer needs the model, or stored vectors to read")
+        self.reader = reader or Reader(model, model_manifest, index.manifest, batch_size, progress)
         self.model_manifest = model_manifest
         self.index = index
         self.index_dir = index_dir

@@ -25,6 +25,7 @@ def small_config() -> Config:
             "train.classes_per_batch": 4,
             "train.images_per_class": 2,
             "train.holdout_fraction": 0.3,
+            "train.mode": "finetune",
             "index.k": 5,
             "index.batch_size": 16,
         },

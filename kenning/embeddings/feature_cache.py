@@ -50,13 +50,13 @@ class _Views:
 
 
 class _PositionedDataset(ImageDataset):
-    def __init__(self, paths: Sequence[str], views: _Views):
+    def __init__(self, paths: Sequence[str], views: _Views, first_position: int = 0):
         super().__init__(paths, transform=lambda image: image)
-        self.views = views
+        self.views, self.first_position = views, first_position
 
     def __getitem__(self, i: int):
         image, position, error = super().__getitem__(i)
-        return (None if image is None else self.views(image, i)), position, error
+        return (None if image is None else self.views(image, self.first_position + i)), position, error
 
 
 @torch.no_grad()
@@ -73,11 +73,16 @@ def cached_features(
     batch_size: int = 16,
     chunk: int = 256,
     progress: bool = True,
+    first_position: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """-> features (n, 1 + views, C) float16, ok (n,) bool (False: the image could not be read), errors."""
+    """-> features (n, 1 + views, C) float16, ok (n,) bool (False: the image could not be read), errors.
+
+    `first_position`: where `paths` start in the whole list (a rank's shard), so that each image's
+    augmented views are the ones a single process would cache for it."""
     cache_dir = Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(model, paths, {**settings, "views": views, "seed": seed})
+    shard = {"first_position": first_position} if first_position else {}
+    key = cache_key(model, paths, {**settings, "views": views, "seed": seed, **shard})
     done_file, partial_file = cache_dir / f"{key}.npz", cache_dir / f"{key}.partial.npz"
     if done_file.is_file():
         with np.load(done_file, allow_pickle=False) as saved:
@@ -92,7 +97,7 @@ def cached_features(
             start = int(saved["done"])
             features[:start], ok[:start], errors = saved["features"][:start], saved["ok"][:start], list(saved["errors"])
     model.eval().to(device)
-    dataset = _PositionedDataset(paths, _Views(plain, augment, views, seed))
+    dataset = _PositionedDataset(paths, _Views(plain, augment, views, seed), first_position)
     bar = tqdm(total=n, initial=start, desc="caching backbone features", unit="img", disable=not progress)
     python_rng = random.getstate()  # the per-image seeding must not change what training draws next
     with torch.random.fork_rng(devices=[]):

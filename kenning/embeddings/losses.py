@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 from torch import nn
 
 from kenning.config import LossConfig
@@ -97,10 +98,15 @@ def create_miner(cfg: LossConfig) -> nn.Module | None:
     return None
 
 
-def create_loss(cfg: LossConfig, class_counts: np.ndarray, embedding_dim: int) -> losses.MultipleLosses:
+def create_loss(
+    cfg: LossConfig, class_counts: np.ndarray, embedding_dim: int, distributed: bool = False
+) -> losses.MultipleLosses:
     """One module for any combination: loss(embeddings, labels) -> weighted sum, each pairwise term mined.
 
     `class_counts[c]` is the number of training images of class c (dynamic margins use it).
+    `distributed`: pairwise terms and their miners see the whole global batch (every rank's
+    embeddings, gathered); ArcFace terms stay per sample on the rank's own batch, their class centres
+    kept in sync by DDP's gradient averaging like any weight.
     """
     terms = parse_loss_spec(cfg.name)
     built: dict[str, nn.Module] = {}
@@ -114,6 +120,8 @@ def create_loss(cfg: LossConfig, class_counts: np.ndarray, embedding_dim: int) -
         else:  # contrastive: Siamese pairs; triplets from a miner are split into their pairs
             built[name] = losses.ContrastiveLoss(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin)
         miner = create_miner(cfg)
+        if distributed:
+            built[name] = DistributedLossWrapper(built[name])
         if miner is not None:
-            mined[name] = miner
+            mined[name] = DistributedMinerWrapper(miner) if distributed else miner
     return losses.MultipleLosses(built, miners=mined or None, weights=terms)

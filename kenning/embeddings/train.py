@@ -3,13 +3,21 @@
 Two modes share one loop. `finetune` trains backbone, head and loss on augmented images.
 `frozen` caches the backbone's pooled features once (feature_cache) and trains only the head and
 the loss on them: minutes on a CPU instead of hours, and the same model directory at the end.
+`auto` (the default) fine-tunes on CUDA and freezes on a CPU.
+
+Under torchrun the same loop runs in every process (distributed.py): DDP averages the gradients
+of the model and the loss's class centres, each rank draws its own classes per step, pairwise
+losses see the gathered global batch, the frozen-mode cache is computed in shards by rank, and
+rank 0 alone validates and writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +35,12 @@ from kenning.data.transforms import eval_transform, train_transform
 from kenning.embeddings import training_state as ts
 from kenning.embeddings.checkpoint import ModelManifest, save_holdout, save_model
 from kenning.embeddings.device import select_device
+from kenning.embeddings.distributed import Ranks, from_main, gather_objects, process_group, shard_bounds, sum_over_ranks
 from kenning.embeddings.feature_cache import cached_features
 from kenning.embeddings.inference import embed_paths
 from kenning.embeddings.losses import create_loss
 from kenning.embeddings.model import EmbeddingNet, create_model, data_config
-from kenning.embeddings.sampling import apply_small_class_policy, create_sampler
+from kenning.embeddings.sampling import DistributedPKSampler, apply_small_class_policy, create_sampler
 from kenning.errors import KenningError
 from kenning.eval.plots import plot_training_curves
 from kenning.eval.retrieval import leave_one_out
@@ -136,28 +145,37 @@ class _CachedBatches:
         val_paths: list[str],
         device: torch.device,
         progress: bool,
+        ranks: Ranks,
     ):
         tc = cfg.train
         mean, std = data_config(model)
         paths = train_df["path"].tolist() + val_paths
+        lo, hi = shard_bounds(len(paths), ranks)  # each rank caches its own slice; all of them train on all
         settings = {
             "image_size": cfg.model.image_size,
             "mean": mean,
             "std": std,
             **{k: getattr(tc, k) for k in ("scale_min", "color_jitter", "hflip", "rotation")},
         }
-        features, ok, errors = cached_features(
-            model,
-            paths,
-            eval_transform(cfg.model.image_size, mean, std),
-            train_transform(cfg.model.image_size, mean, std, tc),
-            tc.cache_views,
-            tc.seed,
-            tc.cache_dir,
-            settings,
-            device,
-            progress=progress,
+        shards = gather_objects(
+            ranks,
+            cached_features(
+                model,
+                paths[lo:hi],
+                eval_transform(cfg.model.image_size, mean, std),
+                train_transform(cfg.model.image_size, mean, std, tc),
+                tc.cache_views,
+                tc.seed,
+                tc.cache_dir,
+                settings,
+                device,
+                progress=progress,
+                first_position=lo,
+            ),
         )
+        features = np.concatenate([shard[0] for shard in shards])
+        ok = np.concatenate([shard[1] for shard in shards])
+        errors = [err for shard in shards for err in shard[2]]
         for err in errors if progress else ():
             tqdm.write(f"warning: skipped {err}", file=sys.stderr)
         n = len(train_df)
@@ -184,28 +202,37 @@ def train_embedding(
     """Train on the labelled rows of `data` (minus the held-out identities) and save the best epoch to `out`.
 
     `out/checkpoints/last.pt` is written after every epoch; with `resume`, a killed run continues
-    from it and ends with the same weights an uninterrupted run would have.
+    from it and ends with the same weights an uninterrupted run would have. Under torchrun, every
+    process calls this and gets the same result; only rank 0 writes to `out`.
     """
     out = Path(out)
-    with ts.training_run(out):
-        return _train(cfg, data, out, progress, resume)
+    with process_group(cfg.train.device) as ranks, ts.training_run(out) if ranks.is_main else nullcontext():
+        return _train(cfg, data, out, progress and ranks.is_main, resume, ranks)
 
 
-def _train(cfg: Config, data: pd.DataFrame, out: Path, progress: bool, resume: bool) -> TrainResult:
+def resolve_mode(cfg: Config, device: torch.device) -> Config:
+    """`train.mode: auto` -> finetune on CUDA, frozen on a CPU (where fine-tuning takes hours)."""
+    if cfg.train.mode != "auto":
+        return cfg
+    mode = "finetune" if device.type == "cuda" else "frozen"
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mode=mode))
+
+
+def _train(cfg: Config, data: pd.DataFrame, out: Path, progress: bool, resume: bool, ranks: Ranks) -> TrainResult:
     start = time.perf_counter()
+    device = select_device(cfg.train.device, ranks.local_rank, ranks.local_world)
+    cfg = resolve_mode(cfg, device)
     tc = cfg.train
-    last = ts.load_state(out, ts.LAST)
-    _check_resume(last, cfg, resume, out)
+    last = from_main(ranks, lambda: _resumable(out, cfg, resume))
     ts.seed_everything(tc.seed)
     train_df, holdout = split_holdout(data, tc.holdout_fraction, tc.seed)
     train_df = apply_small_class_policy(train_df, tc.images_per_class, tc.small_classes)
     validation = holdout[holdout["label"] != UNLABELLED].reset_index(drop=True)
-    device = select_device(tc.device)
     model = create_model(cfg.model)
     if tc.mode == "frozen" and tc.epochs > 0:  # nothing to train: no features to cache
         model.to(device)
         source: _ImageBatches | _CachedBatches = _CachedBatches(
-            cfg, model, train_df, validation["path"].tolist(), device, progress
+            cfg, model, train_df, validation["path"].tolist(), device, progress, ranks
         )
         model.backbone.requires_grad_(False)
         model.pool.requires_grad_(False)
@@ -217,17 +244,37 @@ def _train(cfg: Config, data: pd.DataFrame, out: Path, progress: bool, resume: b
     class_index = {c: i for i, c in enumerate(classes)}
     targets = torch.tensor([class_index.get(c, -1) for c in train_df["label"]])
     counts = np.bincount(targets[torch.from_numpy(source.train_ok)].numpy(), minlength=len(classes))
-    loss_fn = create_loss(cfg.loss, counts, model.embedding_dim)
+    loss_fn = create_loss(cfg.loss, counts, model.embedding_dim, distributed=ranks.active)
     model.to(device)
     loss_fn.to(device)
+    if ranks.active:  # the same initial weights everywhere (DDP checks), then each rank its own augmentations
+        ts.seed_everything(tc.seed + ranks.rank)
 
     sightings = [  # protocol A: a held-out image is not matched against its own sighting
         (lab, sighting_key(i)) for lab, i in zip(validation["label"], validation["image_id"], strict=True)
     ]
-    fit = _Fit(cfg, model, loss_fn, source, targets, validation["label"].tolist(), sightings, device, progress)
+    fit = _Fit(cfg, model, loss_fn, source, targets, validation["label"].tolist(), sightings, device, progress, ranks)
     resumed_from = fit.restore(last) if last is not None else 0
     fit.run(out, resumed_from)
+    return from_main(
+        ranks, lambda: _save(out, cfg, model, loss_fn, fit, source, holdout, classes, device, start, resumed_from)
+    )
 
+
+def _save(
+    out: Path,
+    cfg: Config,
+    model: EmbeddingNet,
+    loss_fn: torch.nn.Module,
+    fit: _Fit,
+    source: _ImageBatches | _CachedBatches,
+    holdout: pd.DataFrame,
+    classes: list[str],
+    device: torch.device,
+    start: float,
+    resumed_from: int,
+) -> TrainResult:
+    """The model directory from the best epoch, and the training log (rank 0)."""
     best = ts.load_state(out, ts.BEST)
     if best is not None:
         model.load_state_dict(best["model"])
@@ -267,9 +314,17 @@ def _train(cfg: Config, data: pd.DataFrame, out: Path, progress: bool, resume: b
             "classes": len(classes),
             "device": str(device),
             "threads": torch.get_num_threads(),
+            "processes": fit.ranks.world,
         },
     )
     return result
+
+
+def _resumable(out: Path, cfg: Config, resume: bool) -> dict | None:
+    """The last checkpoint in `out` when this run may continue it (refusals otherwise)."""
+    last = ts.load_state(out, ts.LAST)
+    _check_resume(last, cfg, resume, out)
+    return last
 
 
 def _check_resume(last: dict | None, cfg: Config, resume: bool, out: Path) -> None:
@@ -288,6 +343,18 @@ def _check_resume(last: dict | None, cfg: Config, resume: bool, out: Path) -> No
         raise KenningError(f"cannot resume {out}: the config differs in {', '.join(changed)}")
 
 
+class _Objective(torch.nn.Module):
+    """Model and loss as one module, so that DDP averages the gradients of both (the ArcFace class
+    centres included) and the step is one call either way."""
+
+    def __init__(self, model: EmbeddingNet, loss_fn: torch.nn.Module, forward) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.embed = model, loss_fn, forward
+
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.embed(self.model, inputs).float(), labels)
+
+
 class _Fit:
     """The epoch loop and the state it checkpoints."""
 
@@ -302,13 +369,15 @@ class _Fit:
         val_sightings: list[object],
         device: torch.device,
         progress: bool,
+        ranks: Ranks,
     ):
         tc = cfg.train
+        self.ranks = ranks
         self.val_sightings = val_sightings
         self.cfg, self.model, self.loss_fn, self.source = cfg, model, loss_fn, source
         self.targets, self.val_labels, self.device, self.progress = targets, val_labels, device, progress
         usable = np.flatnonzero(source.train_ok & (targets.numpy() >= 0))
-        self.sampler = create_sampler(targets[usable], tc.classes_per_batch, tc.images_per_class)
+        self.sampler = create_sampler(targets[usable], tc.classes_per_batch, tc.images_per_class, ranks, tc.seed)
         self.loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(source.dataset, usable.tolist()),
             batch_size=self.sampler.batch_size,
@@ -331,6 +400,12 @@ class _Fit:
         self.scaler = torch.amp.GradScaler(enabled=self.use_amp)
         if self.use_amp and isinstance(source, _ImageBatches):
             model.to(memory_format=torch.channels_last)
+        objective = _Objective(model, loss_fn, source.forward)
+        self.step: torch.nn.Module = objective
+        if ranks.active:
+            self.step = torch.nn.parallel.DistributedDataParallel(
+                objective, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
         self.best_score = -math.inf
@@ -343,8 +418,10 @@ class _Fit:
         self.scheduler.load_state_dict(last["scheduler"])
         self.scaler.load_state_dict(last["scaler"])
         self.history, self.best_epoch, self.best_score = last["history"], last["best_epoch"], last["best_score"]
-        self.sampler.labels = list(last["sampler_classes"])  # it shuffles this list in place, epoch after epoch
-        ts.restore_rng(last["rng"])
+        if not isinstance(self.sampler, DistributedPKSampler):  # that one draws from (seed, epoch) alone
+            self.sampler.labels = list(last["sampler_classes"])  # it shuffles this list in place, epoch after epoch
+        by_rank = last.get("rng_by_rank") or []
+        ts.restore_rng(by_rank[self.ranks.rank] if len(by_rank) == self.ranks.world else last["rng"])
         if self.progress:
             tqdm.write(f"resuming after epoch {last['epoch']}", file=sys.stderr)
         return int(last["epoch"])
@@ -354,6 +431,10 @@ class _Fit:
         for epoch in range(first_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             loss = self._train_one_epoch(epoch)
+            rng_by_rank = gather_objects(self.ranks, ts.capture_rng()) if self.ranks.active else []
+            if not self.ranks.is_main:  # rank 0 validates, chooses the best epoch and writes
+                self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0})
+                continue
             row = {"epoch": epoch, "loss": loss, **self._validate(), "seconds": time.perf_counter() - t0}
             self.history.append(row)
             score = row.get(self.cfg.train.select_by, math.nan)
@@ -364,7 +445,7 @@ class _Fit:
                     ts.BEST,
                     {"epoch": epoch, "model": self.model.state_dict(), "loss": self.loss_fn.state_dict()},
                 )
-            ts.save_state(out, ts.LAST, self._state(epoch))
+            ts.save_state(out, ts.LAST, {**self._state(epoch), "rng_by_rank": rng_by_rank})
             plot_training_curves(self.history, out / CURVES, self.best_epoch)
             if self.progress:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
@@ -374,12 +455,16 @@ class _Fit:
 
     def _train_one_epoch(self, epoch: int) -> float:
         self.model.train()
+        if isinstance(self.sampler, DistributedPKSampler):
+            self.sampler.set_epoch(epoch)
         total, seen, t0 = 0.0, 0, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{self.cfg.train.epochs}", unit="batch", disable=not self.progress)
         for inputs, positions, errors in bar:
             for err in set(errors) - self.bad:
                 tqdm.write(f"warning: skipped {err}", file=sys.stderr)
             self.bad.update(errors)
+            if self.ranks.active:
+                inputs, positions = self._full_batch(inputs, positions)
             if inputs is None or len(positions) < 2:
                 continue
             inputs = inputs.to(self.device, non_blocking=True)
@@ -387,7 +472,7 @@ class _Fit:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             labels = self.targets[positions].to(self.device)  # positions index the whole table
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                loss = self.loss_fn(self.source.forward(self.model, inputs).float(), labels)
+                loss = self.step(inputs, labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             scale = self.scaler.get_scale()
@@ -397,8 +482,35 @@ class _Fit:
                 self.scheduler.step()
             total += loss.item() * len(positions)
             seen += len(positions)
-            bar.set_postfix(loss=f"{total / seen:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(
+                loss=f"{total / seen:.3f}",
+                img_s=f"{seen * self.ranks.world / elapsed:.1f}",
+                run_left=_clock(self._seconds_left(epoch, elapsed, bar.n + 1)),
+            )
+        total, seen = sum_over_ranks(self.ranks, total, seen)
         return total / max(seen, 1)
+
+    def _full_batch(
+        self, inputs: torch.Tensor | None, positions: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Every rank's batch must keep its size (pairwise losses gather them): images that could not
+        be read are replaced by repeats of readable ones of the same batch."""
+        if inputs is None:
+            raise KenningError("no image of a whole training batch could be read; fix or remove the unreadable images")
+        missing = self.sampler.batch_size - len(positions)
+        if missing <= 0:
+            return inputs, positions
+        fill = torch.arange(missing) % len(positions)
+        return torch.cat([inputs, inputs[fill]]), torch.cat([positions, positions[fill]])
+
+    def _seconds_left(self, epoch: int, elapsed: float, batches_done: int) -> float:
+        """The run's remaining time: this epoch's rest at its own pace, later epochs at the pace of the
+        finished ones (validation included), or this one's while none has finished."""
+        this_epoch = elapsed / batches_done * len(self.loader)
+        finished = [row["seconds"] for row in self.history]
+        per_epoch = sum(finished) / len(finished) if finished else this_epoch
+        return max(0.0, this_epoch - elapsed) + (self.cfg.train.epochs - epoch) * per_epoch
 
     def _validate(self) -> dict[str, float]:
         if len(self.val_labels) < 2:
@@ -422,5 +534,11 @@ class _Fit:
             "best_epoch": self.best_epoch,
             "best_score": self.best_score,
             "rng": ts.capture_rng(),
-            "sampler_classes": [int(c) for c in self.sampler.labels],
+            "sampler_classes": [int(c) for c in getattr(self.sampler, "labels", [])],
         }
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -72,6 +72,12 @@ class AnnoyIndex:
     def built(self) -> bool:
         return self._ann is not None
 
+    def training_size(self) -> int:
+        return 0  # random-projection trees learn nothing before items are added
+
+    def train(self, vectors: np.ndarray, seed: int = 0) -> None:
+        pass
+
     def add(self, vectors: np.ndarray, ids: np.ndarray, progress: bool = False) -> None:
         if self.built:
             raise NotImplementedError("Annoy cannot add items after its trees are built")

@@ -29,6 +29,13 @@ class VectorIndex(Protocol):
     @property
     def ntotal(self) -> int: ...
 
+    def training_size(self) -> int:
+        """How many vectors the structure learns from (IVF lists, PQ codebooks) before the first add;
+        0 when it learns nothing or is trained. A streamed build trains on such a sample, then adds."""
+        ...
+
+    def train(self, vectors: np.ndarray, seed: int = 0) -> None: ...
+
     def add(self, vectors: np.ndarray, ids: np.ndarray, progress: bool = False) -> None: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

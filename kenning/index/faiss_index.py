@@ -1,8 +1,8 @@
 """FAISS backend: any factory string (exact `Flat`, `IVF...`, `HNSW...`, `...PQ...,RFlat`), inner product.
 
 GPU when faiss was built with GPUs (faiss-gpu): the index is copied there for building and
-searching and copied back to the CPU to save; an index type FAISS cannot put on a GPU (HNSW)
-stays on the CPU.
+searching (sharded across GPUs when there are several) and copied back to the CPU to save; an
+index type FAISS cannot put on a GPU (HNSW) stays on the CPU.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def choose_index_type(n: int, dim: int) -> str:
 
 def default_search_params(index_type: str) -> str:
     """nprobe / efSearch that reach recall@10 >= 0.95 in benchmarks/index_search.py."""
-    ivf = _parse_nlist(index_type)
+    ivf = ivf_nlist(index_type)
     if ivf:
         return f"nprobe={max(16, ivf // 256)}"
     if index_type.startswith("HNSW"):
@@ -53,7 +53,7 @@ def default_search_params(index_type: str) -> str:
     return ""
 
 
-def _parse_nlist(index_type: str) -> int:
+def ivf_nlist(index_type: str) -> int:
     head = index_type.split(",")[0]
     if head.startswith("IVF"):
         digits = "".join(c for c in head[3:] if c.isdigit())
@@ -66,7 +66,9 @@ def _to_gpu(index: faiss.Index) -> faiss.Index | None:
     if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
         return None
     try:
-        return faiss.index_cpu_to_all_gpus(index)
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = faiss.get_num_gpus() > 1  # each GPU holds a slice of the gallery; searches fan out, merge
+        return faiss.index_cpu_to_all_gpus(index, co=options)
     except RuntimeError:
         return None
 
@@ -103,17 +105,21 @@ class FaissIndex:
     def is_exact(self) -> bool:
         return self.index_type == "Flat"
 
+    def training_size(self) -> int:
+        """Vectors the structure wants to learn from before the first add (0: none, or already trained)."""
+        return 0 if self.index.is_trained else max(64 * ivf_nlist(self.index_type), 65_536)
+
     def train(self, vectors: np.ndarray, seed: int = 0) -> None:
         """Train the coarse quantizer / codebooks on a random sample."""
         if self.index.is_trained:
             return
-        nlist = _parse_nlist(self.index_type)
+        nlist = ivf_nlist(self.index_type)
         if len(vectors) < 39 * nlist:  # FAISS's own minimum of training points per list
             raise KenningError(
                 f"{self.index_type} needs at least {39 * nlist} vectors to train its {nlist} lists, got "
                 f"{len(vectors)}: use a smaller nlist or Flat"
             )
-        size = min(len(vectors), max(64 * nlist, 65_536))
+        size = min(len(vectors), max(64 * nlist, 65_536))  # the sample training_size() asks for
         rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size, replace=False))
         sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         target = _to_gpu(self.index) or self.index

@@ -91,6 +91,7 @@ class IndexManifest:
     local_base_file: str = ""
     local_delta_file: str = ""
     fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
+    operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
     format: str = FORMAT
 
 

@@ -120,7 +120,8 @@ def test_each_loss_trains_frozen_from_the_cli_and_its_loss_falls(
 
 def test_finetune_trains_backbone_and_keeps_the_best_epoch(demo_dir: Path, feature_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    args = _train_args(demo_dir, feature_cache, "--out", str(out), "--loss", "subcenter_arcface+triplet:0.5")
+    args = _train_args(demo_dir, feature_cache, "--out", str(out), "--mode", "finetune")
+    args += ["--loss", "subcenter_arcface+triplet:0.5"]
     done = _kenning(*args, "--epochs", "4", "--set", "loss.dynamic_margin=true")
     assert done.returncode == 0, done.stderr
     log = json.loads((out / "train_log.json").read_text())
@@ -203,3 +204,14 @@ def test_a_second_run_into_one_folder_is_refused_and_leftovers_are_swept(demo_di
     with pytest.raises(KenningError, match="too few"), ts.training_run(empty):
         raise KenningError("too few identities")
     assert not empty.exists()  # a refused run leaves no folder behind
+
+
+def test_auto_mode_fine_tunes_on_cuda_and_freezes_the_backbone_on_a_cpu() -> None:
+    from kenning.config import load_config
+    from kenning.embeddings.train import resolve_mode
+
+    cfg = load_config(None, {})
+    assert cfg.train.mode == "auto"
+    assert resolve_mode(cfg, torch.device("cpu")).train.mode == "frozen"
+    assert resolve_mode(cfg, torch.device("cuda")).train.mode == "finetune"
+    assert resolve_mode(load_config(None, {"train.mode": "finetune"}), torch.device("cpu")).train.mode == "finetune"

@@ -1,0 +1,227 @@
+"""Embeddings on disk in chunks: what `kenning embed` writes and `build-index --embeddings` reads.
+
+Layout of an embeddings folder:
+- `manifest.json`: the model's manifest (fingerprint, size, transform), flip TTA, chunk size, row
+  count and a digest of the row list, so a resumed run provably embeds the same images;
+- `rows.parquet`: the images to embed, in order: image_id, label, path, part (`gallery`, or
+  `holdout`: the model's held-out images, embedded too so that the index can be calibrated
+  without the model);
+- `chunk-NNNNNN.parquet`: rows [N x chunk, (N + 1) x chunk): image_id, label, path, part, sha256,
+  ok, vector (float32 x dim; zeros where the image could not be read).
+
+Each chunk is written atomically and never again: a killed run resumes by embedding only the
+chunks that are missing, with any number of processes. Under torchrun, rank r embeds chunks r,
+r + W, r + 2W, ..., so embedding spreads over GPUs and machines and the index is built on one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from kenning.atomic import atomic_save, atomic_write_json
+from kenning.data.duplicates import DIGEST, file_digests
+from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
+from kenning.embeddings.device import select_device
+from kenning.embeddings.distributed import Ranks, barrier, from_main, process_group
+from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
+from kenning.errors import KenningError
+from kenning.manifests import read_manifest
+from kenning.paths import require_output_dir
+
+FORMAT = "kenning-embeddings/1"
+MANIFEST = "manifest.json"
+ROWS = "rows.parquet"
+PARTS = ("gallery", "holdout")
+ROW_COLUMNS = ["image_id", "label", "path", "part"]
+OWN_FILE = re.compile(r"^(?:manifest\.json|rows\.parquet|chunk-\d{6}\.parquet)$")
+
+
+@dataclass
+class EmbeddingsManifest:
+    model_dir: str
+    model: dict  # the ModelManifest the vectors come from
+    flip_tta: bool
+    chunk_size: int
+    rows: int
+    rows_digest: str
+    format: str = FORMAT
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.rows // self.chunk_size)
+
+    @property
+    def model_manifest(self) -> ModelManifest:
+        return ModelManifest(**self.model)
+
+
+def chunk_name(number: int) -> str:
+    return f"chunk-{number:06d}.parquet"
+
+
+def is_embeddings_dir(directory: Path) -> bool:
+    """An embeddings folder (its manifest must read as one), or one holding only what `embed` writes."""
+    from kenning.atomic import ANY_TEMPORARY
+
+    if (directory / MANIFEST).exists():
+        read_embeddings_manifest(directory)  # a foreign manifest is refused, by name
+        return True
+    return all(OWN_FILE.match(p.name) or ANY_TEMPORARY.match(p.name) for p in directory.iterdir())
+
+
+def read_embeddings_manifest(directory: Path) -> EmbeddingsManifest:
+    return read_manifest(directory / MANIFEST, EmbeddingsManifest, FORMAT, "embeddings manifest")
+
+
+def _rows_digest(rows: pd.DataFrame) -> str:
+    return hashlib.sha256(rows[ROW_COLUMNS].to_csv(index=False).encode()).hexdigest()[:16]
+
+
+def embed_to_dir(
+    model_dir: str | Path,
+    gallery: pd.DataFrame,
+    out: str | Path,
+    flip_tta: bool = False,
+    chunk_size: int = 4096,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EmbeddingsManifest:
+    """Embed `gallery` (and the model's held-out images) into `out`, chunk by chunk; a folder a killed
+    run left is finished, not restarted. Under torchrun each rank embeds its own chunks."""
+    out = Path(out)
+    with process_group() as ranks:
+        manifest = from_main(ranks, lambda: _plan(model_dir, gallery, out, flip_tta, chunk_size))
+        rows = pd.read_parquet(out / ROWS)  # the folder is shared by every rank (and read whole by build-index)
+        todo = [c for c in range(ranks.rank, manifest.chunks, ranks.world) if not (out / chunk_name(c)).is_file()]
+        if todo:
+            _embed_chunks(model_dir, manifest, rows, out, todo, ranks, batch_size, progress and ranks.is_main)
+        barrier(ranks)  # rank 0 reports only when every rank's chunks are on disk
+    return manifest
+
+
+def _plan(
+    model_dir: str | Path, gallery: pd.DataFrame, out: Path, flip_tta: bool, chunk_size: int
+) -> EmbeddingsManifest:
+    """The row list and manifest (rank 0): written on a first run, checked against on a resume."""
+    _, model = load_model(model_dir)
+    holdout = load_holdout(model_dir)
+    parts = [gallery.assign(part="gallery")]
+    if holdout is not None and not holdout.empty:
+        parts.append(holdout.assign(part="holdout"))
+    rows = pd.concat(parts)[ROW_COLUMNS].astype(str).reset_index(drop=True)
+    manifest = EmbeddingsManifest(
+        str(Path(model_dir).resolve()), dataclasses.asdict(model), flip_tta, chunk_size, len(rows), _rows_digest(rows)
+    )
+    require_output_dir(out, "embeddings folder", is_embeddings_dir)
+    if (out / MANIFEST).exists():
+        before = read_embeddings_manifest(out)
+        if dataclasses.asdict(before) != dataclasses.asdict(manifest):
+            raise KenningError(
+                f"{out} holds embeddings of another model, image list, flip setting or chunk size: "
+                "choose another --out (or the same settings to finish that run)"
+            )
+        return before
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save(out / ROWS, lambda p: rows.to_parquet(p, index=False))
+    atomic_write_json(out / MANIFEST, dataclasses.asdict(manifest))
+    return manifest
+
+
+def _embed_chunks(
+    model_dir: str | Path,
+    manifest: EmbeddingsManifest,
+    rows: pd.DataFrame,
+    out: Path,
+    todo: list[int],
+    ranks: Ranks,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    model, model_manifest = load_model(model_dir)
+    device = select_device("auto", ranks.local_rank, ranks.local_world)
+    transform = manifest_transform(model_manifest)
+    dim = model_manifest.embedding_dim
+    size = manifest.chunk_size
+    bar = tqdm(total=len(todo) * size, desc=f"embedding ({len(todo)} chunks)", unit="img", disable=not progress)
+    for number in todo:
+        part = rows.iloc[number * size : (number + 1) * size]
+        paths = part["path"].tolist()
+        embedded = embed_paths(model, paths, transform, batch_size, manifest.flip_tta, device=device, progress=False)
+        for err in embedded.errors if progress else ():
+            tqdm.write(f"warning: skipped {err}")
+        vectors = np.zeros((len(part), dim), dtype=np.float32)
+        vectors[embedded.ok] = embedded.vectors
+        columns = part.assign(**{DIGEST: file_digests(paths, False), "ok": embedded.ok})
+        table = pa.Table.from_pandas(columns, preserve_index=False).append_column(
+            "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), dim)
+        )
+        atomic_save(out / chunk_name(number), lambda p, t=table: pq.write_table(t, p))
+        bar.update(len(part))
+    bar.close()
+
+
+class EmbeddingSet:
+    """A finished embeddings folder, read chunk by chunk (never all vectors at once)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not (self.directory / MANIFEST).is_file():
+            raise KenningError(f"{self.directory} is not an embeddings folder (no {MANIFEST}): run `kenning embed`")
+        self.manifest = read_embeddings_manifest(self.directory)
+        missing = [c for c in range(self.manifest.chunks) if not (self.directory / chunk_name(c)).is_file()]
+        if missing:
+            raise KenningError(
+                f"{self.directory} is unfinished: {len(missing)} of {self.manifest.chunks} chunks missing "
+                f"(first: {chunk_name(missing[0])}); run the same `kenning embed` again to finish it"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest.model["embedding_dim"])
+
+    def chunks(self, part: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """(rows, vectors) of each chunk's readable images of `part`; `row` is each image's position."""
+        for number in range(self.manifest.chunks):
+            path = self.directory / chunk_name(number)
+            try:
+                table = pq.read_table(path)
+                vectors = table.column("vector").combine_chunks().values.to_numpy().reshape(-1, self.dim)
+            except Exception as exc:  # a damaged or foreign file surfaces as many exception types
+                raise KenningError(f"cannot read embeddings chunk {path}: {str(exc).splitlines()[0]}") from None
+            rows = table.drop_columns(["vector"]).to_pandas()
+            rows["row"] = number * self.manifest.chunk_size + np.arange(len(rows))  # position in rows.parquet
+            keep = ((rows["part"] == part) & rows["ok"]).to_numpy()
+            if keep.any():
+                yield rows[keep].reset_index(drop=True), vectors[keep]
+
+    def table(self, part: str) -> pd.DataFrame:
+        """Rows of `part` that were embedded (no vectors)."""
+        return pd.concat([rows for rows, _ in self.chunks(part)] or [pd.DataFrame(columns=[*ROW_COLUMNS, DIGEST])])
+
+    def lookup(self, paths: list[str], part: str = "holdout") -> Embedded:
+        """Stored vectors by image path, as `embed_paths` would return them."""
+        wanted = {p: i for i, p in enumerate(paths)}
+        vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
+        ok = np.zeros(len(paths), dtype=bool)
+        for rows, found in self.chunks(part):
+            hit = rows["path"].map(wanted)
+            mask = hit.notna().to_numpy()
+            vectors[hit[mask].astype(int).to_numpy()] = found[mask]
+            ok[hit[mask].astype(int).to_numpy()] = True
+        errors = [
+            f"{p}: not embedded (unreadable, or not in {self.directory})"
+            for p, k in zip(paths, ok, strict=True)
+            if not k
+        ]
+        return Embedded(vectors[ok], ok, errors)
