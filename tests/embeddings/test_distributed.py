@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -55,7 +56,7 @@ def test_shards_cover_every_item_once() -> None:
     for n in (0, 1, 5, 10):
         bounds = [shard_bounds(n, Ranks(r, 3)) for r in range(3)]
         assert bounds[0][0] == 0 and bounds[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
 
 
 @pytest.fixture(scope="module")
