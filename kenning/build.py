@@ -116,8 +116,9 @@ def build_index_from_embeddings(
     thresholds = cfg.threshold is None and calibrate
     gallery = _labelled_gallery(vectors.table("gallery"), cfg)
     holdout = _outside(vectors.table("holdout"), gallery) if thresholds else None
-    kept = set(gallery["row"])
-    index = GalleryIndex.new(manifest, model_dir, cfg, len(gallery))
+    kept, count = gallery["row"].to_numpy(), len(gallery)
+    del gallery  # at millions of images every copy of the rows counts: the index's label table is built anew
+    index = GalleryIndex.new(manifest, model_dir, cfg, count)
     index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
 
     def chunks() -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
@@ -126,20 +127,30 @@ def build_index_from_embeddings(
             yield rows[mask], found[mask]
 
     training, tuning = index.base.training_size(), TUNING_QUERIES if _tunable(index, cfg) else 0
-    wanted = gallery["row"].to_numpy()[_sample_rows(len(gallery), max(training, tuning))]
+    wanted = kept[_sample_rows(count, max(training, tuning))]
     sample = np.zeros((0, manifest.embedding_dim), np.float32)
     if len(wanted):  # one pass for a random sample: the structure learns from it, the tuning queries come from it
         sample = np.concatenate([found[rows["row"].isin(wanted).to_numpy()] for rows, found in chunks()])
     if training:
         index.base.train(sample)
-    with tqdm(total=len(gallery), desc="indexing", unit="vec", disable=not progress) as bar:
-        for rows, found in chunks():
-            index.add(found, *(rows[c].tolist() for c in ("image_id", "label", "path", DIGEST)))
-            bar.update(len(rows))
+    with tqdm(total=count, desc="indexing", unit="vec", disable=not progress) as bar:
+
+        def counted() -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+            for rows, found in chunks():
+                yield found, rows
+                bar.update(len(rows))
+
+        index.extend(counted())
     if tuning:
-        ids = index.base_table.set_index("path")["id"]
-        queries = sample[_sample_rows(len(sample), tuning)]
-        _tune(index, cfg, queries, ((found, ids[rows["path"]].to_numpy()) for rows, found in chunks()))
+        ids = index.base_table["id"].to_numpy()  # in the order the chunks were added
+
+        def with_ids() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            done = 0
+            for _, found in chunks():
+                yield found, ids[done : done + len(found)]
+                done += len(found)
+
+        _tune(index, cfg, sample[_sample_rows(len(sample), tuning)], with_ids())
     index.save(out, progress=progress)
     recognizer = Recognizer(None, manifest, index, reader=StoredReader(vectors), progress=progress)
     return index, _calibrate(recognizer, holdout, cfg, out, False, thresholds)

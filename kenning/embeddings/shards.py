@@ -84,7 +84,7 @@ def read_embeddings_manifest(directory: Path) -> EmbeddingsManifest:
     return read_manifest(directory / MANIFEST, EmbeddingsManifest, FORMAT, "embeddings manifest")
 
 
-def _rows_digest(rows: pd.DataFrame) -> str:
+def rows_digest(rows: pd.DataFrame) -> str:
     return hashlib.sha256(rows[ROW_COLUMNS].to_csv(index=False).encode()).hexdigest()[:16]
 
 
@@ -121,8 +121,13 @@ def _plan(
         parts.append(holdout.assign(part="holdout"))
     rows = pd.concat(parts)[ROW_COLUMNS].astype(str).reset_index(drop=True)
     manifest = EmbeddingsManifest(
-        str(Path(model_dir).resolve()), dataclasses.asdict(model), flip_tta, chunk_size, len(rows), _rows_digest(rows)
+        str(Path(model_dir).resolve()), dataclasses.asdict(model), flip_tta, chunk_size, len(rows), rows_digest(rows)
     )
+    return start_folder(out, manifest, rows)
+
+
+def start_folder(out: Path, manifest: EmbeddingsManifest, rows: pd.DataFrame) -> EmbeddingsManifest:
+    """Write the row list and manifest of a new folder, or check them against an unfinished one."""
     require_output_dir(out, "embeddings folder", is_embeddings_dir)
     if (out / MANIFEST).exists():
         before = read_embeddings_manifest(out)
@@ -136,6 +141,14 @@ def _plan(
     atomic_save(out / ROWS, lambda p: rows.to_parquet(p, index=False))
     atomic_write_json(out / MANIFEST, dataclasses.asdict(manifest))
     return manifest
+
+
+def write_chunk(out: Path, number: int, rows: pd.DataFrame, vectors: np.ndarray, ok: np.ndarray) -> None:
+    """One chunk file, atomically: `rows` (ROW_COLUMNS and sha256) with each image's vector."""
+    table = pa.Table.from_pandas(rows.assign(ok=ok), preserve_index=False)
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+    atomic_save(out / chunk_name(number), lambda p: pq.write_table(table, p))
 
 
 def _embed_chunks(
@@ -162,11 +175,7 @@ def _embed_chunks(
             tqdm.write(f"warning: skipped {err}")
         vectors = np.zeros((len(part), dim), dtype=np.float32)
         vectors[embedded.ok] = embedded.vectors
-        columns = part.assign(**{DIGEST: file_digests(paths, False), "ok": embedded.ok})
-        table = pa.Table.from_pandas(columns, preserve_index=False).append_column(
-            "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), dim)
-        )
-        atomic_save(out / chunk_name(number), lambda p, t=table: pq.write_table(t, p))
+        write_chunk(out, number, part.assign(**{DIGEST: file_digests(paths, False)}), vectors, embedded.ok)
         bar.update(len(part))
     bar.close()
 
@@ -190,24 +199,31 @@ class EmbeddingSet:
     def dim(self) -> int:
         return int(self.manifest.model["embedding_dim"])
 
-    def chunks(self, part: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-        """(rows, vectors) of each chunk's readable images of `part`; `row` is each image's position."""
+    def chunks(self, part: str, vectors: bool = True) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """(rows, vectors) of each chunk's readable images of `part`; `row` is each image's position.
+        Without `vectors` only the rows are read (an empty array stands for the vectors)."""
+        columns = [*ROW_COLUMNS, DIGEST, "ok"]
         for number in range(self.manifest.chunks):
             path = self.directory / chunk_name(number)
             try:
-                table = pq.read_table(path)
-                vectors = table.column("vector").combine_chunks().values.to_numpy().reshape(-1, self.dim)
+                table = pq.read_table(path, columns=[*columns, "vector"] if vectors else columns)
+                found = (
+                    table.column("vector").combine_chunks().values.to_numpy().reshape(-1, self.dim)
+                    if vectors
+                    else np.zeros((table.num_rows, 0), np.float32)
+                )
             except Exception as exc:  # a damaged or foreign file surfaces as many exception types
                 raise KenningError(f"cannot read embeddings chunk {path}: {str(exc).splitlines()[0]}") from None
-            rows = table.drop_columns(["vector"]).to_pandas()
+            rows = table.select(columns).to_pandas()
             rows["row"] = number * self.manifest.chunk_size + np.arange(len(rows))  # position in rows.parquet
             keep = ((rows["part"] == part) & rows["ok"]).to_numpy()
             if keep.any():
-                yield rows[keep].reset_index(drop=True), vectors[keep]
+                yield rows[keep].reset_index(drop=True), found[keep]
 
     def table(self, part: str) -> pd.DataFrame:
         """Rows of `part` that were embedded (no vectors)."""
-        return pd.concat([rows for rows, _ in self.chunks(part)] or [pd.DataFrame(columns=[*ROW_COLUMNS, DIGEST])])
+        tables = [rows for rows, _ in self.chunks(part, vectors=False)]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*ROW_COLUMNS, DIGEST, "row"])
 
     def lookup(self, paths: list[str], part: str = "holdout") -> Embedded:
         """Stored vectors by image path, as `embed_paths` would return them."""

@@ -315,6 +315,7 @@ def _save(
             "device": str(device),
             "threads": torch.get_num_threads(),
             "processes": fit.ranks.world,
+            "images_per_epoch": len(fit.sampler) * fit.ranks.world,  # drawn by all processes together
         },
     )
     return result
@@ -418,8 +419,10 @@ class _Fit:
         self.scheduler.load_state_dict(last["scheduler"])
         self.scaler.load_state_dict(last["scaler"])
         self.history, self.best_epoch, self.best_score = last["history"], last["best_epoch"], last["best_score"]
-        if not isinstance(self.sampler, DistributedPKSampler):  # that one draws from (seed, epoch) alone
-            self.sampler.labels = list(last["sampler_classes"])  # it shuffles this list in place, epoch after epoch
+        # MPerClassSampler shuffles its class list in place, epoch after epoch; the distributed sampler
+        # draws from (seed, epoch) alone and saves none (a run resumed with another process count)
+        if not isinstance(self.sampler, DistributedPKSampler) and last["sampler_classes"]:
+            self.sampler.labels = list(last["sampler_classes"])
         by_rank = last.get("rng_by_rank") or []
         ts.restore_rng(by_rank[self.ranks.rank] if len(by_rank) == self.ranks.world else last["rng"])
         if self.progress:

@@ -27,7 +27,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -208,6 +208,22 @@ class GalleryIndex:
         self.manifest.next_id += len(vectors)
         self._set_changes(self.delta, self.removed)
         return ids
+
+    def extend(self, chunks: Iterable[tuple[np.ndarray, pd.DataFrame]]) -> None:
+        """A streamed build: each chunk's vectors (with its rows: image_id, label, path, sha256) go into
+        the bulk index as they come, so memory holds the index and one chunk; the label table is put
+        together once at the end (growing it chunk by chunk would copy it quadratically)."""
+        if self.manifest.local:
+            raise KenningError("an index with local features is built from the images, not streamed vectors")
+        tables = [self.base_table]
+        for vectors, rows in chunks:
+            _check_dim(vectors, self.manifest.embedding_dim)
+            ids = np.arange(self.manifest.next_id, self.manifest.next_id + len(vectors), dtype=np.int64)
+            self.base.add(vectors, ids)
+            tables.append(_rows(ids, *(rows[c].tolist() for c in ("image_id", "label", "path", "sha256"))))
+            self.manifest.next_id += len(vectors)
+        self.base_table = pd.concat(tables, ignore_index=True)
+        self._set_changes(self.delta, self.removed)
 
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (similarities, ids) over base and side index, forgotten entries skipped; -inf / -1 pad.

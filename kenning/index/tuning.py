@@ -1,4 +1,4 @@
-"""Search settings chosen by measured recall: the fastest nprobe / efSearch / k_factor that reaches
+"""Search settings chosen by measured recall: the fastest nprobe / efSearch / k_factor_rf that reaches
 the target recall@k against exact search, on a sample of the gallery's own vectors.
 
 This is FAISS's autotune (ParameterSpace.explore, as autofaiss uses it) written out, because
@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import faiss
 import numpy as np
 
 from kenning.index.faiss_index import FaissIndex, ivf_nlist
 
 TUNING_QUERIES = 1000
+PLATEAU = 0.002  # recall gained by doubling a setting below which a family counts as saturated
 
 
 @dataclass
@@ -35,13 +37,17 @@ class OperatingPoint:
 
 def exact_top_ids(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
     """Ids of each query's k most similar vectors (inner product) over `chunks` of (vectors, ids),
-    streamed: one chunk in memory at a time."""
+    streamed: one chunk in memory at a time, searched by FAISS's blocked exact k-NN."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     best_sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), k), -1, dtype=np.int64)
     for vectors, ids in chunks:
-        sims = queries @ np.asarray(vectors, dtype=np.float32).T
+        if not len(vectors):
+            continue
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        sims, rows = faiss.knn(queries, vectors, min(k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
         all_sims = np.concatenate([best_sims, sims], axis=1)
-        all_ids = np.concatenate([best_ids, np.broadcast_to(np.asarray(ids, np.int64), sims.shape)], axis=1)
+        all_ids = np.concatenate([best_ids, np.asarray(ids, np.int64)[rows]], axis=1)
         top = np.argpartition(-all_sims, k - 1, axis=1)[:, :k]
         best_sims = np.take_along_axis(all_sims, top, axis=1)
         best_ids = np.take_along_axis(all_ids, top, axis=1)
@@ -55,11 +61,23 @@ def candidate_settings(index: FaissIndex) -> list[list[str]]:
     if nlist:
         probes = [f"nprobe={2**i}" for i in range(int(np.log2(nlist)) + 1)]
         if kind.endswith("RFlat"):
-            return [[f"{p},k_factor={f}" for p in probes] for f in (1, 2, 4, 8)]
+            return [[f"{p},k_factor_rf={f}" for p in probes] for f in (1, 2, 4, 8)]
         return [probes]
     if kind.startswith("HNSW"):
         return [[f"efSearch={2**i}" for i in range(4, 11)]]
     return []
+
+
+def measure(index: FaissIndex, params: str, queries: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(recall@k against `truth`, batched queries/s) of `index` searched with `params` (left set)."""
+    k = truth.shape[1]
+    index.set_search_params(params)
+    index.search(queries[:10], k)  # warm
+    start = time.perf_counter()
+    _, found = index.search(queries, k)
+    seconds = time.perf_counter() - start
+    recall = float(np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth, strict=True)]))
+    return recall, len(queries) / max(seconds, 1e-9)
 
 
 def tune_search_params(
@@ -73,15 +91,13 @@ def tune_search_params(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     measured: list[tuple[str, float, float]] = []
     for family in families:
+        best_here, flat = 0.0, 0
         for params in family:  # along a family recall grows and speed falls: stop at the first that reaches
-            index.set_search_params(params)
-            index.search(queries[:10], k)  # warm
-            start = time.perf_counter()
-            _, found = index.search(queries, k)
-            seconds = time.perf_counter() - start
-            recall = float(np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth, strict=True)]))
-            measured.append((params, recall, len(queries) / max(seconds, 1e-9)))
-            if recall >= target:
+            recall, qps = measure(index, params, queries, truth)
+            measured.append((params, recall, qps))
+            flat = flat + 1 if recall < best_here + PLATEAU else 0
+            best_here = max(best_here, recall)
+            if recall >= target or flat == 2:  # reached, or saturated (PQ codes cap it): more only costs time
                 break
     reaching = [m for m in measured if m[1] >= target]
     params, recall, qps = max(reaching, key=lambda m: m[2]) if reaching else max(measured, key=lambda m: m[1])

@@ -122,3 +122,49 @@ def test_a_killed_distributed_run_resumes_to_the_uninterrupted_weights(
     expected = json.loads((reference / "train_log.json").read_text())
     assert log["epoch_losses"] == pytest.approx(expected["epoch_losses"], rel=1e-5)
     assert load_model(killed)[1].fingerprint == load_model(reference)[1].fingerprint
+
+
+def _gathered_loss(rank: int, world: int, init: str, spec: str, out: str) -> None:
+    """One rank of a 2-process group: its half of a batch through the distributed loss."""
+    import torch.distributed as dist
+
+    from kenning.config import LossConfig
+    from kenning.embeddings.losses import create_loss
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        embeddings, labels = _batch()
+        half = slice(rank * 8, (rank + 1) * 8)
+        mine = embeddings[half].clone().requires_grad_(True)
+        loss = create_loss(LossConfig(name=spec, miner="none"), np.ones(4), 16, distributed=True)(mine, labels[half])
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": mine.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    embeddings = torch.nn.functional.normalize(torch.randn(16, 16, generator=generator), dim=1)
+    return embeddings, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3])
+
+
+@pytest.mark.parametrize("spec", ["triplet", "contrastive"])
+def test_pairwise_losses_see_the_whole_global_batch(spec: str, tmp_path: Path) -> None:
+    """Two ranks holding half a batch each compute the loss of the whole batch (pairs across ranks
+    included): the same value (times the world size, which DDP's gradient averaging divides out)
+    and, per rank, the gradient the one-process loss gives its half."""
+    from kenning.config import LossConfig
+    from kenning.embeddings.losses import create_loss
+
+    out = str(tmp_path / "result")
+    init = f"file://{tmp_path / 'rendezvous'}"
+    torch.multiprocessing.spawn(_gathered_loss, args=(2, init, spec, out), nprocs=2, join=True)
+    embeddings, labels = _batch()
+    whole = embeddings.clone().requires_grad_(True)
+    expected = create_loss(LossConfig(name=spec, miner="none"), np.ones(4), 16)(whole, labels)
+    expected.backward()
+    for rank in (0, 1):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert got["loss"].item() == pytest.approx(2 * expected.item(), rel=1e-5)
+        assert torch.allclose(got["grad"] / 2, whole.grad[rank * 8 : (rank + 1) * 8], atol=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kenning.index.faiss_index import FaissIndex
-from kenning.index.tuning import exact_top_ids, tune_search_params
+from kenning.index.tuning import exact_top_ids, measure, tune_search_params
 
 
 def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -26,9 +26,7 @@ def test_exact_neighbours_streamed_over_chunks_equal_one_search_over_all() -> No
 
 
 def _recall(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, params: str) -> float:
-    index.set_search_params(params)
-    _, found = index.search(queries, 10)
-    return float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]))
+    return measure(index, params, queries, truth)[0]
 
 
 @pytest.mark.parametrize("index_type,target", [("IVF64,Flat", 0.9), ("HNSW8", 0.99)])
@@ -56,7 +54,7 @@ def test_an_unreachable_target_keeps_the_most_accurate_setting_and_says_so() -> 
     point = tune_search_params(index, x[:200], truth, 0.99, 10)
     assert point is not None and not point.reached and point.recall < 0.99
     best = max(_recall(index, x[:200], truth, f"nprobe={2**i}") for i in range(7))  # PQ codes cap the recall
-    assert point.recall == pytest.approx(best)
+    assert point.recall == pytest.approx(best, abs=0.005)  # stopped where doubling nprobe stopped helping
 
 
 def test_an_exact_index_has_nothing_to_tune() -> None:
