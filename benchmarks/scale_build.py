@@ -213,6 +213,12 @@ def _nprobe_table(rows: list[dict]) -> list[str]:
     ]
 
 
+def _shown(path: Path) -> str:
+    """A path as the reader would type it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def _write(name: str, lines: list[str]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
@@ -297,10 +303,14 @@ def main() -> None:
         f"{manifest['operating_point']['queries']} gallery vectors as queries): "
         f"`{manifest['operating_point']['search_params']}`, recall@10 {manifest['operating_point']['recall']:.3f}, "
         f"{manifest['operating_point']['qps']:.0f} queries/s"
-        + ("" if manifest["operating_point"]["reached"] else " (target not reached: the most accurate kept)"),
+        + (
+            ""
+            if manifest["operating_point"]["reached"]
+            else " (target not reached: the most accurate, or as good and faster, kept)"
+        ),
         "",
         *_nprobe_table(settings),
-        f"Reproduce: `python benchmarks/scale_build.py --model {args.model} --size {args.size}`",
+        f"Reproduce: `python benchmarks/scale_build.py --model {_shown(args.model)} --size {args.size}`",
     ]
     _write(name, lines)
 

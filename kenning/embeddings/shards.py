@@ -166,7 +166,8 @@ def _embed_chunks(
     transform = manifest_transform(model_manifest)
     dim = model_manifest.embedding_dim
     size = manifest.chunk_size
-    bar = tqdm(total=len(todo) * size, desc=f"embedding ({len(todo)} chunks)", unit="img", disable=not progress)
+    total = sum(len(rows.iloc[n * size : (n + 1) * size]) for n in todo)
+    bar = tqdm(total=total, desc=f"embedding ({len(todo)} chunks)", unit="img", disable=not progress)
     for number in todo:
         part = rows.iloc[number * size : (number + 1) * size]
         paths = part["path"].tolist()

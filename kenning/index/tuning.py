@@ -29,7 +29,7 @@ class OperatingPoint:
     target: float
     k: int
     queries: int
-    reached: bool  # False: no setting reached the target; the most accurate one was kept
+    reached: bool  # False: no setting reached the target; the most accurate one (or as good, faster) was kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +100,10 @@ def tune_search_params(
             if recall >= target or flat == 2:  # reached, or saturated (PQ codes cap it): more only costs time
                 break
     reaching = [m for m in measured if m[1] >= target]
-    params, recall, qps = max(reaching, key=lambda m: m[2]) if reaching else max(measured, key=lambda m: m[1])
+    reached = bool(reaching)
+    if not reached:  # the most accurate, or as good within PLATEAU and faster
+        best = max(m[1] for m in measured)
+        reaching = [m for m in measured if m[1] >= best - PLATEAU]
+    params, recall, qps = max(reaching, key=lambda m: m[2])
     index.set_search_params(params)
-    return OperatingPoint(params, recall, qps, target, k, len(queries), bool(reaching))
+    return OperatingPoint(params, recall, qps, target, k, len(queries), reached)
