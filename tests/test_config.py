@@ -46,7 +46,7 @@ def test_scenarios_choose_their_training_recipes() -> None:
         ({"train.epochs": "many"}, "expects"),
         ({"train.epochs": None}, None),  # None means "not given", not an error
         ({"train.hflip": 1}, "expects"),
-        ({"train.mode": "freeze"}, "must be one of finetune, frozen"),
+        ({"train.mode": "freeze"}, "must be one of auto, finetune, frozen"),
         ({"loss.miner": "hardest"}, "must be one of"),
     ],
 )
