@@ -76,9 +76,14 @@ class Mixture:
             [coords[assign == c].std(axis=0) if (assign == c).sum() > 2 else fallback for c in range(CLUSTERS)]
         )
 
+    def components(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """The component of each of n draws: the generator's first draw, so the labels of a chunk
+        are known without drawing its vectors."""
+        return rng.choice(CLUSTERS, n, p=self.weights)
+
     def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
-        cluster = rng.choice(CLUSTERS, n, p=self.weights)
+        cluster = self.components(rng, n)
         coords = self.spread[cluster] * rng.standard_normal((n, len(self.basis)))
         x = self.centres[cluster] + coords @ self.basis + self.noise * rng.standard_normal((n, self.centres.shape[1]))
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), cluster
@@ -94,8 +99,8 @@ def write_synthetic(model_dir: Path, real: np.ndarray, size: int, out: Path) -> 
     mixture = Mixture(real)
     chunks = -(-size // CHUNK)
     labels = np.empty(size, dtype=object)
-    for c in range(chunks):  # the labels (mixture components) are drawn with the vectors
-        _, cluster = mixture.sample(min(CHUNK, size - c * CHUNK), seed=c)
+    for c in range(chunks):  # the labels: each chunk's mixture components, as sample() will draw them
+        cluster = mixture.components(np.random.default_rng(c), min(CHUNK, size - c * CHUNK))
         labels[c * CHUNK : c * CHUNK + len(cluster)] = [f"c{k}" for k in cluster]
     rows["label"] = labels
     model = dataclasses.asdict(read_manifest(model_dir))

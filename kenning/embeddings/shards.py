@@ -189,6 +189,7 @@ class EmbeddingSet:
         if not (self.directory / MANIFEST).is_file():
             raise KenningError(f"{self.directory} is not an embeddings folder (no {MANIFEST}): run `kenning embed`")
         self.manifest = read_embeddings_manifest(self.directory)
+        self._parts: dict[str, tuple[pd.Index, np.ndarray]] = {}  # lookup's parts, by path
         missing = [c for c in range(self.manifest.chunks) if not (self.directory / chunk_name(c)).is_file()]
         if missing:
             raise KenningError(
@@ -202,24 +203,25 @@ class EmbeddingSet:
 
     def chunks(self, part: str, vectors: bool = True) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         """(rows, vectors) of each chunk's readable images of `part`; `row` is each image's position.
-        Without `vectors` only the rows are read (an empty array stands for the vectors)."""
+        Without `vectors` only the rows are read (an empty array stands for the vectors); vectors are
+        decoded only from chunks that hold some of `part`."""
         columns = [*ROW_COLUMNS, DIGEST, "ok"]
         for number in range(self.manifest.chunks):
             path = self.directory / chunk_name(number)
             try:
-                table = pq.read_table(path, columns=[*columns, "vector"] if vectors else columns)
+                rows = pq.read_table(path, columns=columns).to_pandas()
+                keep = ((rows["part"] == part) & rows["ok"]).to_numpy()
+                if not keep.any():
+                    continue
                 found = (
-                    table.column("vector").combine_chunks().values.to_numpy().reshape(-1, self.dim)
+                    pq.read_table(path, columns=["vector"]).column("vector").combine_chunks().values.to_numpy()
                     if vectors
-                    else np.zeros((table.num_rows, 0), np.float32)
-                )
+                    else np.zeros(0, np.float32)
+                ).reshape(len(rows), -1)
             except Exception as exc:  # a damaged or foreign file surfaces as many exception types
                 raise KenningError(f"cannot read embeddings chunk {path}: {str(exc).splitlines()[0]}") from None
-            rows = table.select(columns).to_pandas()
             rows["row"] = number * self.manifest.chunk_size + np.arange(len(rows))  # position in rows.parquet
-            keep = ((rows["part"] == part) & rows["ok"]).to_numpy()
-            if keep.any():
-                yield rows[keep].reset_index(drop=True), found[keep]
+            yield rows[keep].reset_index(drop=True), found[keep]
 
     def table(self, part: str) -> pd.DataFrame:
         """Rows of `part` that were embedded (no vectors)."""
@@ -227,18 +229,20 @@ class EmbeddingSet:
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*ROW_COLUMNS, DIGEST, "row"])
 
     def lookup(self, paths: list[str], part: str = "holdout") -> Embedded:
-        """Stored vectors by image path, as `embed_paths` would return them."""
-        wanted = {p: i for i, p in enumerate(paths)}
-        vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
-        ok = np.zeros(len(paths), dtype=bool)
-        for rows, found in self.chunks(part):
-            hit = rows["path"].map(wanted)
-            mask = hit.notna().to_numpy()
-            vectors[hit[mask].astype(int).to_numpy()] = found[mask]
-            ok[hit[mask].astype(int).to_numpy()] = True
+        """Stored vectors by image path, as `embed_paths` would return them. The part is read once
+        (calibration looks up the held-out images twice: enrolled, then queries)."""
+        if part not in self._parts:
+            read = list(self.chunks(part))
+            rows = pd.concat([r for r, _ in read], ignore_index=True) if read else pd.DataFrame({"path": []})
+            found = np.concatenate([v for _, v in read]) if read else np.zeros((0, self.dim), np.float32)
+            first = ~rows["path"].duplicated().to_numpy()  # get_indexer needs unique paths
+            self._parts[part] = (pd.Index(rows["path"][first]), found[first])
+        index, found = self._parts[part]
+        at = index.get_indexer(paths)
+        ok = at >= 0
         errors = [
             f"{p}: not embedded (unreadable, or not in {self.directory})"
             for p, k in zip(paths, ok, strict=True)
             if not k
         ]
-        return Embedded(vectors[ok], ok, errors)
+        return Embedded(found[at[ok]], ok, errors)

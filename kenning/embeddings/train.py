@@ -436,7 +436,6 @@ class _Fit:
             loss = self._train_one_epoch(epoch)
             rng_by_rank = gather_objects(self.ranks, ts.capture_rng()) if self.ranks.active else []
             if not self.ranks.is_main:  # rank 0 validates, chooses the best epoch and writes
-                self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0})
                 continue
             row = {"epoch": epoch, "loss": loss, **self._validate(), "seconds": time.perf_counter() - t0}
             self.history.append(row)
