@@ -64,12 +64,14 @@ def build_index(
     progress: bool = True,
     calibrate: bool = True,
     local: LocalConfig | None = None,
+    replace: bool = False,
 ) -> tuple[GalleryIndex, Calibration | None]:
     """Embed the labelled gallery images (and extract their local features when `local.method` is
     not none), index them (type chosen by size unless given), fit the fusion and calibrate the
     unknown threshold (unless given, or not `calibrate`: a closed-set evaluation), save to `out`.
+    Over an existing index only when that loses nothing, or with `replace` (`store.claim_for_build`).
     Returns the index and the calibration of its default path."""
-    store.check_index_dir(out)  # before hours of embedding, not after
+    first_id = store.claim_for_build(out, replace)  # before hours of embedding, not after
     local_on = local is not None and local.method != "none"
     model, manifest = load_model(model_dir)
     thresholds = cfg.threshold is None and calibrate
@@ -81,7 +83,9 @@ def build_index(
             "local matching needs the model's held-out identities (outside the gallery) to calibrate its fusion "
             "with the embedding; train with train.holdout_fraction > 0, or build with --local none"
         )
-    index = GalleryIndex.new(manifest, model_dir, cfg, len(gallery), dataclasses.asdict(local) if local_on else None)
+    index = GalleryIndex.new(
+        manifest, model_dir, cfg, len(gallery), dataclasses.asdict(local) if local_on else None, first_id
+    )
     index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
     recognizer = Recognizer(model, manifest, index, batch_size=cfg.batch_size, progress=progress)
     probes = recognizer.read(gallery["path"].tolist())
@@ -98,16 +102,21 @@ def build_index(
     if _tunable(index, cfg):
         queries = probes.vectors[_sample_rows(len(probes.vectors), TUNING_QUERIES)]
         _tune(index, cfg, queries, iter([(probes.vectors, index.base_table["id"].to_numpy())]))
-    index.save(out, progress=progress)  # first, so Annoy builds its trees on disk, not in memory
+    index.save(out, progress=progress, replace=replace)  # first, so Annoy builds its trees on disk, not in memory
     return index, _calibrate(recognizer, holdout, cfg, out, local_on, thresholds)
 
 
 def build_index_from_embeddings(
-    embeddings: str | Path, cfg: IndexConfig, out: str | Path, progress: bool = True, calibrate: bool = True
+    embeddings: str | Path,
+    cfg: IndexConfig,
+    out: str | Path,
+    progress: bool = True,
+    calibrate: bool = True,
+    replace: bool = False,
 ) -> tuple[GalleryIndex, Calibration | None]:
     """`build_index` from a folder `kenning embed` wrote, without the model: the same index and
     threshold as from the images, built chunk by chunk."""
-    store.check_index_dir(out)
+    first_id = store.claim_for_build(out, replace)
     vectors = EmbeddingSet(embeddings)
     if vectors.manifest.flip_tta != cfg.flip_tta:
         said = "with" if vectors.manifest.flip_tta else "without"
@@ -118,7 +127,7 @@ def build_index_from_embeddings(
     holdout = _outside(vectors.table("holdout"), gallery) if thresholds else None
     kept, count = gallery["row"].to_numpy(), len(gallery)
     del gallery  # at millions of images every copy of the rows counts: the index's label table is built anew
-    index = GalleryIndex.new(manifest, model_dir, cfg, count)
+    index = GalleryIndex.new(manifest, model_dir, cfg, count, first_id=first_id)
     index.manifest.model_dir_relative = os.path.relpath(Path(model_dir).resolve(), Path(out).resolve())
 
     def chunks() -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
@@ -151,7 +160,7 @@ def build_index_from_embeddings(
                 done += len(found)
 
         _tune(index, cfg, sample[_sample_rows(len(sample), tuning)], with_ids())
-    index.save(out, progress=progress)
+    index.save(out, progress=progress, replace=replace)
     recognizer = Recognizer(None, manifest, index, reader=StoredReader(vectors), progress=progress)
     return index, _calibrate(recognizer, holdout, cfg, out, False, thresholds)
 

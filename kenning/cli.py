@@ -275,6 +275,13 @@ def build_index_cmd(
         Path | None,
         typer.Option(help="Build from a folder `kenning embed` wrote (no model, no images; streamed chunk by chunk)."),
     ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Rebuild over an index that has enrolments or forgotten images since its build (drops them).",
+        ),
+    ] = False,
     sets: SetOpt = None,
 ) -> None:
     """Embed a gallery into a FAISS or Annoy index with labels beside it (and its local features with
@@ -315,10 +322,10 @@ def build_index_cmd(
     if embeddings is not None:
         if cfg.local.method != "none":
             raise KenningError("local features need the images: build from --model and --data with --local sift")
-        index, calibration = build_index_from_embeddings(embeddings, cfg.index, out)
+        index, calibration = build_index_from_embeddings(embeddings, cfg.index, out, replace=replace)
     else:
         gallery = select_split(read_dataset(data), split)
-        index, calibration = build_index(model, gallery, cfg.index, out, local=cfg.local)
+        index, calibration = build_index(model, gallery, cfg.index, out, local=cfg.local, replace=replace)
     m = index.manifest
     params = f", {m.search_params}" if m.search_params else ""
     typer.echo(
@@ -471,30 +478,52 @@ def forget(
     index: Annotated[Path, typer.Option(help="Index directory.")],
     label: Annotated[list[str] | None, typer.Option(help="Identity to remove (repeatable).")] = None,
     image_id: Annotated[list[str] | None, typer.Option("--id", help="Image id to remove (repeatable).")] = None,
+    photos: Annotated[
+        Path | None,
+        typer.Option(help="Folder where `serve` kept enrolled uploads (default: INDEX-photos beside the index)."),
+    ] = None,
 ) -> None:
-    """Remove identities or single images from an index; queries stop returning them at once."""
+    """Remove identities or single images from an index; queries stop returning them at once. Each
+    --label and --id must be in the index (a typo removes nothing). The photos `serve` kept for them
+    are deleted too, unless another image still uses them."""
     from kenning.index.store import forget as forget_images
     from kenning.index.store import read_index_manifest
+    from kenning.photos import default_photos_dir
 
     if not label and not image_id:
         raise KenningError("forget needs --label NAME or --id IMAGE_ID")
-    removed = forget_images(index, label or [], image_id or [])
-    typer.echo(f"removed {removed} image(s); the index now holds {read_index_manifest(index).count} images")
+    photos = photos or default_photos_dir(index)
+    done = forget_images(index, label or [], image_id or [], photos)
+    kept = f"; deleted {len(done.photos_deleted)} kept photo(s) from {photos}" if done.photos_deleted else ""
+    typer.echo(
+        f"removed {done.count} image(s){one_line(kept)}; the index now holds {read_index_manifest(index).count} images"
+    )
 
 
 @app.command()
 def serve(
     index: Annotated[Path, typer.Option(help="Index directory to serve.")],
     host: Annotated[str, typer.Option(help="Address to listen on (a non-loopback one needs --token).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on (1-65535).")] = 8000,
     token: Annotated[
         str | None, typer.Option(envvar="KENNING_TOKEN", help="Token that enrol and forget requests must bear.")
+    ] = None,
+    token_read: Annotated[
+        bool,
+        typer.Option("--token-read", help="Reads (identify, list, thumbnails, metrics) need the token too."),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Another host name clients reach the service by (repeatable; '*': any). Others get 403."),
     ] = None,
     photos: Annotated[
         Path | None, typer.Option(help="Folder where enrolled uploads are kept (default: INDEX-photos beside it).")
     ] = None,
     model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB.")] = 20.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB (0-1024].")] = 20.0,
+    max_request_pixels: Annotated[
+        int, typer.Option(help="Decoded pixels of all the photos of one request together.")
+    ] = 150_000_000,
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Web origin allowed to call the API from a browser (repeatable; none).")
     ] = None,
@@ -502,16 +531,23 @@ def serve(
     """An HTTP service and a browser page: identify photos, confirm, enrol, forget (model and index loaded once)."""
     import uvicorn
 
-    from kenning.serve.app import ServeSettings, check_exposure, create_app
+    from kenning.photos import default_photos_dir
+    from kenning.serve.app import create_app, serve_settings
     from kenning.serve.catalogue import ServedIndex
 
-    check_exposure(host, token)
-    photos = photos or index.parent / f"{index.name}-photos"
-    settings = ServeSettings(token, int(max_upload_mb * 1024 * 1024), cors_origins=cors_origin or [])
-    served = ServedIndex(index, photos, model)
+    settings = serve_settings(
+        host, port, token, max_upload_mb, cors_origin or [], token_read, allowed_host, max_request_pixels
+    )
+    served = ServedIndex(index, photos or default_photos_dir(index), model)
     if not token:
         typer.echo("notice: no --token: anyone on this machine can enrol and forget", err=True)
-    typer.echo(f"serving {index} ({served.health()['images']} images) at http://{host}:{port}/  (API: /docs)")
+    elif not token_read:
+        typer.echo(
+            "notice: reads (identify, the list of labels, thumbnails) need no token; --token-read protects them",
+            err=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {index} ({served.health()['images']} images) at http://{shown}:{port}/  (API: /docs)")
     uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
 
 

@@ -217,7 +217,7 @@ def check_value(dotted: str, value: Any) -> Any:
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise KenningError(f"config key '{dotted}' must be one of {', '.join(CHOICES[dotted])}, got {value!r}")
     if dotted == "index.unknown_label":
-        check_label(value, "index.unknown_label")
+        value = check_label(value, "index.unknown_label")
         if any(ch.isspace() for ch in value):  # it is written as an id in whale submissions
             raise KenningError(f"index.unknown_label {value!r} contains whitespace")
     if dotted in RANGES and value is not None:

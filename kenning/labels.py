@@ -1,9 +1,12 @@
 """The rule for identity labels, checked wherever a label enters Kenning.
 
-Everywhere (datasets, `enroll`, the unknown label): a label is 1 to 200 characters, with no
-control characters (tabs, newlines, NUL...), no line or paragraph separators, no bidirectional
-overrides (they make a label display as another), and no whitespace at either end. Inner spaces
-are fine: "Hut on the ridge" is a good landmark name.
+Everywhere (datasets, `enroll`, `forget`, the service, the unknown label): a label is 1 to 200
+characters, with no control characters (tabs, newlines, NUL...), no line or paragraph separators,
+no invisible characters (format characters such as zero-width spaces and joiners, bidirectional
+overrides, soft hyphens, and blank-looking letters such as the Hangul fillers: each makes a label
+display as another), and no whitespace at either end. Inner spaces are fine: "Hut on the ridge" is
+a good landmark name. Labels are compared in Unicode NFC: "Café" typed as one code point or as
+"e" + combining accent is one identity (`normalise_label` is applied wherever a label enters).
 
 The Kaggle submission formats separate labels by whitespace (whale: five ids in one field;
 landmark: `label score`), so a label holding whitespace cannot be written there and read back as
@@ -19,7 +22,33 @@ from collections.abc import Iterable
 from kenning.errors import KenningError
 
 MAX_LENGTH = 200
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Letters that render as nothing or as blank space (not format characters, so listed by hand).
+_INVISIBLE_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _arabic(ch: str) -> bool:
+    return any(low <= ord(ch) <= high for low, high in _ARABIC)
+
+
+_ARABIC = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
+
+
+def _joiner_in_context(label: str, i: int) -> bool:
+    """A zero-width (non-)joiner where a script needs one (after a virama, as in Devanagari; between
+    Arabic-script letters, as in Persian): IDNA's contextual rule (RFC 5892, A.1 and A.2), simplified.
+    Anywhere else it only makes one label look like another."""
+    if label[i] not in "\u200c\u200d" or i == 0:
+        return False
+    before = label[i - 1]
+    if unicodedata.combining(before) == 9:  # virama
+        return True
+    after = label[i + 1] if i + 1 < len(label) else ""
+    return label[i] == "\u200c" and bool(after) and _arabic(before) and _arabic(after)
+
+
+def normalise_label(label: str) -> str:
+    """The one form a label is stored and compared in (NFC)."""
+    return unicodedata.normalize("NFC", label)
 
 
 def label_problem(label: str) -> str | None:
@@ -28,21 +57,23 @@ def label_problem(label: str) -> str | None:
         return "is empty"
     if len(label) > MAX_LENGTH:
         return f"is {len(label)} characters long (at most {MAX_LENGTH})"
-    for ch in label:
+    for i, ch in enumerate(label):
         category = unicodedata.category(ch)
-        if category in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI_CONTROLS:
+        if category in ("Cc", "Cs", "Zl", "Zp"):
             return f"contains the control character U+{ord(ch):04X}"
+        if (category == "Cf" or ch in _INVISIBLE_LETTERS) and not _joiner_in_context(label, i):
+            return f"contains the invisible character U+{ord(ch):04X}"
     if label != label.strip():
         return "starts or ends with whitespace"
     return None
 
 
 def check_label(label: str, what: str = "label") -> str:
-    """`label` if valid, else one line naming it and the problem."""
+    """`label` in NFC if valid, else one line naming it and the problem."""
     problem = label_problem(label)
     if problem is not None:
         raise KenningError(f"{what} {label!r} {problem}")
-    return label
+    return normalise_label(label)
 
 
 def check_kaggle_labels(labels: Iterable[str], fmt: str) -> None:

@@ -332,7 +332,7 @@ class Recognizer:
         one that answers with the new identity."""
         if self.index_dir is None:
             raise KenningError("enroll needs an index saved in a directory")
-        _check_label(label, self.unknown_label)
+        label = _check_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
         return _enroll_probes(self.index_dir, probes, paths, label, image_ids)
 
@@ -394,7 +394,7 @@ def enroll_images(
     """`enroll` without loading the gallery (gigabytes at a million images): only the model, the
     manifest and, for an index that matches them, the local-feature extractor."""
     manifest = store.read_index_manifest(Path(index_dir))
-    _check_label(label, manifest.unknown_label)
+    label = _check_label(label, manifest.unknown_label)
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
     return _enroll_probes(Path(index_dir), probes, paths, label, image_ids)
@@ -409,10 +409,12 @@ def index_model_dir(index_dir: Path, manifest: store.IndexManifest) -> str:
     return moved if os.path.exists(moved) else manifest.model_dir
 
 
-def _check_label(label: str, unknown_label: str) -> None:
-    check_label(label, "--label")
+def _check_label(label: str, unknown_label: str) -> str:
+    """The label to enrol under (NFC), or one line saying why it cannot be."""
+    label = check_label(label, "--label")
     if label == unknown_label:
         raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
+    return label
 
 
 def _enroll_probes(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from kenning.data.duplicates import DIGEST, drop_duplicates
 from kenning.errors import KenningError
-from kenning.labels import label_problem
+from kenning.labels import label_problem, normalise_label
 from kenning.paths import path_kind, require_file
 
 UNLABELLED = ""
@@ -159,7 +159,7 @@ def _table(image_ids, paths, labels, split, source: Path) -> pd.DataFrame:
         {
             "image_id": list(image_ids),
             "path": [os.path.normpath(p) for p in paths],
-            "label": pd.Series(list(labels), dtype=str).fillna(UNLABELLED).str.strip().to_numpy(),
+            "label": pd.Series(list(labels), dtype=str).fillna(UNLABELLED).str.strip().map(normalise_label).to_numpy(),
             "split": split,
         }
     )

@@ -27,6 +27,7 @@ import dataclasses
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -48,9 +49,10 @@ from kenning.index.backend import SUFFIX, VectorIndex, create_index, load_index
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.lock import index_lock
 from kenning.index.topk import select_top
+from kenning.labels import normalise_label
 from kenning.local.featureset import FeatureSet, LocalFeatures, concat
 from kenning.manifests import read_manifest
-from kenning.paths import require_output_dir
+from kenning.paths import path_kind, require_output_dir
 
 FORMAT = "kenning-index/2"
 MANIFEST = "manifest.json"
@@ -92,6 +94,8 @@ class IndexManifest:
     local_delta_file: str = ""
     fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
     operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
+    uid: str = ""  # made anew by every build: a service notices that its index was rebuilt, not changed
+    file_sizes: dict[str, Any] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
     format: str = FORMAT
 
 
@@ -157,9 +161,11 @@ class GalleryIndex:
         cfg: IndexConfig,
         size: int,
         local: dict[str, Any] | None = None,
+        first_id: int = 0,
     ) -> GalleryIndex:
         """An empty index for about `size` images; `cfg.index_type` auto picks the structure by size.
-        `local`: the local-feature settings (LocalConfig as a dict) when local matching is on."""
+        `local`: the local-feature settings (LocalConfig as a dict) when local matching is on.
+        `first_id`: where its ids start (a rebuild continues after the ids the old index gave out)."""
         base = create_index(cfg.backend, model.embedding_dim, size, cfg.index_type, cfg.search_params)
         manifest = IndexManifest(
             model_fingerprint=model.fingerprint,
@@ -175,6 +181,8 @@ class GalleryIndex:
             flip_tta=cfg.flip_tta,
             threshold=cfg.threshold,
             local=dict(local or {}),
+            uid=uuid.uuid4().hex,
+            next_id=first_id,
         )
         return cls(manifest, base, empty_table())
 
@@ -336,11 +344,19 @@ class GalleryIndex:
         self.base.set_search_params(search_params)
         self.manifest.search_params = search_params
 
-    def save(self, directory: str | Path, progress: bool = False) -> None:
-        """Write everything as a new generation (after building); enrolments and removals are kept."""
+    def save(self, directory: str | Path, progress: bool = False, replace: bool = False) -> None:
+        """Write everything as a new generation (after building). Over another index only when that
+        loses nothing (see `claim_for_build`) and reuses none of its ids, checked under the lock."""
         directory = check_index_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with index_lock(directory):
+            if (directory / MANIFEST).exists() and read_index_manifest(directory).uid != self.manifest.uid:
+                first = int(self.base_table["id"].min()) if len(self.base_table) else self.manifest.next_id
+                if claim_for_build(directory, replace) > first:
+                    raise KenningError(
+                        f"index {directory} gave out image ids this build also uses (enrolments while it ran?): "
+                        "nothing was written; run the build again"
+                    )
             self._save_locked(directory, progress)
 
     def _save_locked(self, directory: Path, progress: bool) -> None:
@@ -388,11 +404,13 @@ class GalleryIndex:
             fresh = GalleryIndex.load(directory)
             self.__dict__.update(fresh.__dict__)
             return
+        check_files(directory, manifest)
         self.manifest = manifest
         self._set_changes(_read_delta(directory, manifest), _read_array(directory / manifest.removed_file))
 
     @classmethod
     def _load(cls, directory: Path, manifest: IndexManifest) -> GalleryIndex:
+        check_files(directory, manifest)
         try:
             base = load_index(
                 manifest.backend,
@@ -464,7 +482,7 @@ def enroll(
     directory = Path(directory)
     digests = list(digests) if digests is not None else [""] * len(image_ids)  # "": no content to compare
     with _writer_lock(directory):
-        manifest = read_index_manifest(directory)
+        manifest = _locked_manifest(directory)
         _check_dim(vectors, manifest.embedding_dim)
         _check_local(manifest, local, len(vectors))
         delta = _read_delta(directory, manifest)
@@ -539,33 +557,54 @@ def _unique_image_id(name: str, digest: str, taken: set[str]) -> str:
     return free
 
 
-def forget(directory: str | Path, labels: Sequence[str] = (), image_ids: Sequence[str] = ()) -> int:
-    """Remove every image with one of `labels` or `image_ids`; returns how many. Base entries become
-    tombstones (skipped by search, dropped by compaction); enrolments are dropped at once."""
+@dataclass
+class Forgotten:
+    """What `forget` removed."""
+
+    count: int  # images removed
+    orphans: list[str]  # source paths of removed images that no live image names any more
+    photos_deleted: list[str] = field(default_factory=list)  # kept uploads deleted with them (see photos.py)
+
+
+def forget(
+    directory: str | Path,
+    labels: Sequence[str] = (),
+    image_ids: Sequence[str] = (),
+    photos_dir: Path | None = None,
+) -> Forgotten:
+    """Remove every image with one of `labels` or `image_ids`. Base entries become tombstones
+    (skipped by search, dropped by compaction); enrolments are dropped at once. Each label and id
+    must name a live image: a typo among them refuses the whole call, so nothing is removed on a
+    guess. With `photos_dir`, the uploads a service kept there for the removed images are deleted
+    too, unless a live image still names them (under the lock: no enrolment can claim them meanwhile)."""
+    from kenning.photos import delete_kept
+
     directory = Path(directory)
+    labels = [normalise_label(label) for label in labels]
     with _writer_lock(directory):
-        manifest = read_index_manifest(directory)
-        base_table = pd.read_parquet(directory / manifest.base_table, columns=["id", "image_id", "label"])
+        manifest = _locked_manifest(directory)
+        base_table = pd.read_parquet(directory / manifest.base_table, columns=["id", "image_id", "label", "path"])
         delta = _read_delta(directory, manifest)
         removed = _read_array(directory / manifest.removed_file)
-
-        def matches(table: pd.DataFrame) -> pd.Series:
-            return table["label"].isin(labels) | table["image_id"].isin(image_ids)
-
-        base_hit = base_table.loc[matches(base_table) & ~base_table["id"].isin(removed), "id"].to_numpy(np.int64)
-        delta_hit = matches(delta.table).to_numpy()
-        count = len(base_hit) + int(delta_hit.sum())
-        if count == 0:
-            asked = ", ".join([*(f"label {x!r}" for x in labels), *(f"image {x!r}" for x in image_ids)])
-            raise KenningError(f"nothing to forget: no {asked} in index {directory}")
+        live_base = base_table[~base_table["id"].isin(removed)]
+        live = _concat(live_base, delta.table[["id", "image_id", "label", "path"]]).reset_index(drop=True)
+        absent = [f"label {x!r}" for x in labels if not (live["label"] == x).any()]
+        absent += [f"image {x!r}" for x in image_ids if not (live["image_id"] == x).any()]
+        if absent:
+            raise KenningError(f"no {', '.join(absent)} in index {directory}: nothing was forgotten")
+        hit = (live["label"].isin(labels) | live["image_id"].isin(image_ids)).to_numpy()
+        base_hit = live_base["id"].to_numpy(np.int64)[hit[: len(live_base)]]
         _commit_changes(
             directory,
             manifest,
-            delta.keep(~delta_hit),
+            delta.keep(~hit[len(live_base) :]),
             np.union1d(removed, base_hit).astype(np.int64),
-            count=manifest.count - count,
+            count=manifest.count - int(hit.sum()),
         )
-    return count
+        paths = live["path"].to_numpy(dtype=object)
+        orphans = sorted(set(paths[hit]) - set(paths[~hit]) - {""})
+        deleted = delete_kept(photos_dir, orphans) if photos_dir is not None else []
+    return Forgotten(int(hit.sum()), orphans, deleted)
 
 
 def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
@@ -601,7 +640,7 @@ def set_threshold(
     the stages with its own threshold); only the manifest changes."""
     directory = Path(directory)
     with _writer_lock(directory):
-        manifest = read_index_manifest(directory)
+        manifest = _locked_manifest(directory)
         manifest = dataclasses.replace(manifest, threshold=threshold, calibration=calibration, fusion=fusion or {})
         _commit(directory, manifest)
     return manifest
@@ -611,31 +650,74 @@ def set_threshold(
 
 
 def read_index_manifest(directory: Path) -> IndexManifest:
-    manifest = read_manifest(directory / MANIFEST, IndexManifest, FORMAT, "index")
-    for key in ("threshold", "k", "power"):
-        value = getattr(manifest, key)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not (number or (key == "threshold" and value is None)):
-            raise KenningError(f"{directory / MANIFEST}: {key} {value!r} is not a finite number")
+    """The committed manifest, every value checked: a damaged one is refused in one line, by name."""
+    where = directory / MANIFEST
+    manifest = read_manifest(where, IndexManifest, FORMAT, "index")
+
+    def damaged(what: str) -> KenningError:
+        return KenningError(f"{where} is damaged: {what}")
+
+    for key in ("count", "next_id", "generation"):
+        if getattr(manifest, key) < 0:
+            raise damaged(f"{key} {getattr(manifest, key)} is negative")
+    if manifest.count > manifest.next_id:
+        raise damaged(f"count {manifest.count} exceeds the ids ever given ({manifest.next_id})")
+    if not 1 <= manifest.embedding_dim <= MAX_DIM:
+        raise damaged(f"embedding_dim {manifest.embedding_dim} is not in [1, {MAX_DIM}]")
+    for key in ("threshold", "k", "power", "unknown_label"):
         try:
-            check_value(f"index.{key}", value)
+            check_value(f"index.{key}", getattr(manifest, key))
         except KenningError as exc:
-            raise KenningError(f"{directory / MANIFEST}: {exc}") from None
-    fused = manifest.fusion.get("threshold") if isinstance(manifest.fusion, dict) else "damaged"
+            raise damaged(str(exc)) from None
+    for key in _FILE_FIELDS:
+        name = getattr(manifest, key)
+        required = key not in ("local_base_file", "local_delta_file")
+        if (name or required) and not GENERATION_FILE.match(name):
+            raise damaged(f"{key} {name!r} is not the name of an index file")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in manifest.file_sizes.values()):
+        raise damaged("file_sizes holds something other than byte counts")
+    fused = manifest.fusion.get("threshold")
     fused_ok = fused is None or (isinstance(fused, int | float) and not isinstance(fused, bool) and 0 <= fused <= 1)
-    if not isinstance(manifest.local, dict) or not fused_ok:
-        raise KenningError(f"{directory / MANIFEST}: the local matching settings or fused threshold are damaged")
+    if not fused_ok:
+        raise damaged("the fused threshold is not a probability")
     if manifest.local:
         try:
             for key, value in dataclasses.asdict(LocalConfig(**manifest.local)).items():
                 check_value(f"local.{key}", value)
         except (TypeError, KenningError) as exc:
-            raise KenningError(f"{directory / MANIFEST}: damaged local matching settings: {first_line(exc)}") from None
+            raise damaged(f"local matching settings: {first_line(exc)}") from None
     if manifest.backend not in SUFFIX or not manifest.base_file.endswith(SUFFIX[manifest.backend]):
-        raise KenningError(
-            f"{directory / MANIFEST}: backend {manifest.backend!r} does not match its file {manifest.base_file!r}"
-        )
+        raise damaged(f"backend {manifest.backend!r} does not match its file {manifest.base_file!r}")
     return manifest
+
+
+_FILE_FIELDS = ("base_file", "base_table", "delta_file", "removed_file", "local_base_file", "local_delta_file")
+MAX_DIM = 65_536
+
+
+def _named_files(manifest: IndexManifest) -> list[str]:
+    return [name for name in (getattr(manifest, key) for key in _FILE_FIELDS) if name]
+
+
+def check_files(directory: Path, manifest: IndexManifest) -> None:
+    """Every file the manifest names is a regular file of the size it was committed with: a FIFO
+    would block a reader, and a truncated or replaced file is refused before anything reads it or
+    commits on top of it. A missing file raises FileNotFoundError (a concurrent commit may have
+    removed it: `GalleryIndex.load` retries)."""
+    for name in _named_files(manifest):
+        path = directory / name
+        kind = path_kind(path)
+        if kind is None:
+            raise FileNotFoundError(2, "missing", str(path))
+        if kind != "a regular file":
+            raise KenningError(f"index {directory} is damaged: {name} is {kind}, not a file")
+        expected = manifest.file_sizes.get(name)
+        size = path.stat().st_size
+        if expected is not None and size != expected:
+            raise KenningError(
+                f"index {directory} is damaged: {name} is {size} bytes, its manifest says {expected} "
+                "(truncated or replaced); rebuild the index or restore it from a backup"
+            )
 
 
 def check_model(manifest: IndexManifest, model: ModelManifest) -> None:
@@ -659,10 +741,49 @@ def check_index_dir(directory: str | Path) -> Path:
     return require_output_dir(directory, "index folder", is_index_dir)
 
 
+def claim_for_build(directory: str | Path, replace: bool = False) -> int:
+    """Check that a build may write its index into `directory`, before any work; returns the first
+    image id it must give. A folder holding an index is rebuilt only when that loses nothing (no
+    enrolments or forgotten images since its build: a rebuild from the data would drop the first
+    and bring the second back) or with `replace`; ids continue after the old index's, so an id a
+    client holds never names another image."""
+    directory = check_index_dir(directory)
+    if not (directory / MANIFEST).exists():
+        return 0
+    old = read_index_manifest(directory)
+    if not replace:
+        _check_present(directory, old)
+        enrolled = pq.read_metadata(directory / old.delta_file).num_rows
+        forgotten = len(_read_array(directory / old.removed_file))
+        if enrolled or forgotten:
+            raise KenningError(
+                f"{directory} holds an index with {enrolled} enrolment(s) and {forgotten} forgotten image(s) since "
+                "its build: rebuilding it would drop those enrolments and bring the forgotten images back; fold "
+                "them in with build-index --compact, build into a new folder, or pass --replace"
+            )
+    return old.next_id
+
+
 def _writer_lock(directory: Path) -> AbstractContextManager[None]:
     """The lock of an existing index; a mistyped path is refused, not created."""
     read_index_manifest(directory)
     return index_lock(directory)
+
+
+def _locked_manifest(directory: Path) -> IndexManifest:
+    """The manifest a writer holding the lock commits on top of, its files checked first: a
+    truncated or replaced file is refused, never built upon."""
+    manifest = read_index_manifest(directory)
+    _check_present(directory, manifest)
+    return manifest
+
+
+def _check_present(directory: Path, manifest: IndexManifest) -> None:
+    """`check_files` where no concurrent commit can be running: a missing file is damage too."""
+    try:
+        check_files(directory, manifest)
+    except FileNotFoundError as exc:
+        raise KenningError(f"index {directory} is damaged: {Path(exc.filename).name} is missing") from None
 
 
 def _next_generation(directory: Path, manifest: IndexManifest) -> int:
@@ -694,9 +815,9 @@ def _check_dim(vectors: np.ndarray, dim: int) -> None:
 def _commit(directory: Path, manifest: IndexManifest) -> None:
     """The manifest rename is the commit; then the generation files no manifest names any more, and
     temporaries of killed writers, are removed (under the lock: no other writer is running)."""
+    keep = _named_files(manifest)
+    manifest.file_sizes = {name: (directory / name).stat().st_size for name in keep}
     atomic_write_json(directory / MANIFEST, dataclasses.asdict(manifest))
-    keep = [manifest.base_file, manifest.base_table, manifest.delta_file, manifest.removed_file]
-    keep += [f for f in (manifest.local_base_file, manifest.local_delta_file) if f]
     for path in directory.iterdir():
         name = path.name
         if GENERATION_FILE.match(name) and not any(name == k or name.startswith(f"{k}.") for k in keep):
@@ -774,4 +895,13 @@ def _same_ids(a: np.ndarray, b: pd.Series) -> bool:
 
 
 def _read_array(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False).astype(np.int64)
+    """Ids stored as a one-dimensional integer array (anything else is a damaged index)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise KenningError(f"index file {path.name} is damaged: {first_line(exc)}") from None
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise KenningError(f"index file {path.name} is damaged: it holds {array.dtype} of shape {array.shape}, not ids")
+    return array.astype(np.int64)

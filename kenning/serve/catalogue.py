@@ -9,7 +9,6 @@ the gallery it started with and none waits for a write. Writes go through the in
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kenning.atomic import atomic_save
+from kenning import photos
 from kenning.index import store
 from kenning.recognizer import Matches, Recognizer
 from kenning.serve.uploads import Refused, Upload, check_url_label, thumbnail
@@ -43,6 +42,7 @@ class ServedIndex:
     def __init__(self, index_dir: Path, photos_dir: Path, model_dir: Path | None = None):
         self.index_dir = Path(index_dir)
         self.photos_dir = Path(photos_dir)
+        self.model_dir = model_dir
         self._recognizer = Recognizer.open(self.index_dir, model_dir, progress=False)
         self._swap = threading.Lock()
         self._write = threading.Lock()
@@ -50,12 +50,18 @@ class ServedIndex:
     # -- reading --
 
     def current(self) -> Recognizer:
-        """The recognizer of the latest committed generation (a manifest read per call: ~0.1 ms)."""
+        """The recognizer of the latest committed generation (a manifest read per call: ~0.1 ms). An
+        index rebuilt in its folder (a new uid) is opened anew, model included: its ids, labels and
+        model may all differ from the one served so far."""
         recognizer = self._recognizer
         if store.read_index_manifest(self.index_dir).generation == recognizer.index.manifest.generation:
             return recognizer
         with self._swap:
-            if store.read_index_manifest(self.index_dir).generation != self._recognizer.index.manifest.generation:
+            manifest = store.read_index_manifest(self.index_dir)
+            served = self._recognizer.index.manifest
+            if manifest.uid != served.uid:
+                self._recognizer = Recognizer.open(self.index_dir, self.model_dir, progress=False)
+            elif manifest.generation != served.generation:
                 self._recognizer = self._recognizer.refreshed()
             return self._recognizer
 
@@ -65,11 +71,14 @@ class ServedIndex:
         with tempfile.TemporaryDirectory(prefix="kenning-serve-") as tmp:
             paths = _write_temporaries(Path(tmp), uploads)
             probes = recognizer.read(paths)
+            failed = [(u, p) for u, p, ok in zip(uploads, paths, probes.ok, strict=True) if not ok]
+            # the temporary's path is the server's: the client knows the photo by its own name
+            errors = [e.replace(p, u.name) for e, (u, p) in zip(probes.errors, failed, strict=True)]
             if len(probes.vectors) == 0:
-                return [Identified(u.name, {"error": e}) for u, e in zip(uploads, probes.errors, strict=True)]
+                return [Identified(u.name, {"error": e}) for u, e in zip(uploads, errors, strict=True)]
             matches = recognizer.match(probes.vectors, probes.local, width=SEARCH_WIDTH)
             answers = recognizer.answer(recognizer.rank(matches))
-        errors = iter(probes.errors)
+        errors = iter(errors)
         rows = iter(range(len(answers)))
         out = []
         for upload, ok in zip(uploads, probes.ok, strict=True):
@@ -115,16 +124,13 @@ class ServedIndex:
     def enroll(self, label: str, uploads: Sequence[Upload]) -> dict[str, Any]:
         """Keep the photos (content-addressed, in the photos folder: thumbnails and compaction need
         them later) and enrol them under `label`."""
-        check_url_label(label)
+        label = check_url_label(label)
         recognizer = self.current()
         with self._write:
-            self.photos_dir.mkdir(parents=True, exist_ok=True)
             paths, created = [], []
             for upload in uploads:
-                path = self.photos_dir / f"{hashlib.sha256(upload.data).hexdigest()}{upload.suffix}"
-                if not path.exists():
-                    atomic_save(path, lambda target, data=upload.data: target.write_bytes(data))
-                    created.append(path)
+                path, new = photos.keep(self.photos_dir, upload.data, upload.suffix)
+                created += [path] if new else []
                 paths.append(str(path))
             try:
                 result = recognizer.enroll(paths, label, [u.name for u in uploads])
@@ -132,6 +138,8 @@ class ServedIndex:
                 for path in created:  # ours, made a moment ago for this request: nothing else names them
                     path.unlink(missing_ok=True)
                 raise
+            for upload in uploads:  # a `kenning forget` in another process may have deleted a shared copy
+                photos.keep(self.photos_dir, upload.data, upload.suffix)
         fresh = self.current()
         return {
             "label": label,
@@ -146,7 +154,7 @@ class ServedIndex:
         index = self.current().index
         labels, image_ids = [], []
         if label is not None:
-            check_url_label(label)
+            label = check_url_label(label)
             if not (index.table["label"] == label).any():
                 raise Refused(404, f"no identity {label!r} in the index")
             labels = [label]
@@ -156,8 +164,12 @@ class ServedIndex:
                 raise Refused(404, f"no image {image} in the index")
             image_ids = [name]
         with self._write:
-            removed = store.forget(self.index_dir, labels, image_ids)
-        return {"removed": removed, "images": self.current().index.manifest.count}
+            forgotten = store.forget(self.index_dir, labels, image_ids, self.photos_dir)
+        return {
+            "removed": forgotten.count,
+            "photos_deleted": len(forgotten.photos_deleted),
+            "images": self.current().index.manifest.count,
+        }
 
 
 @lru_cache(maxsize=2048)

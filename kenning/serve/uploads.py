@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kenning.data.images import max_pixels
 from kenning.errors import first_line
-from kenning.labels import label_problem
+from kenning.labels import label_problem, normalise_label
 
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -30,6 +30,7 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = {"Retry-After": "2"} if status == 429 else None
 
 
 @dataclass
@@ -83,7 +84,7 @@ def check_url_label(label: str) -> str:
         problem = "looks like a path"
     if problem is not None:
         raise Refused(422, f"label {label!r} {problem}")
-    return label
+    return normalise_label(label)
 
 
 def thumbnail(path: str | Path, side: int) -> bytes:

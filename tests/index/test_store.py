@@ -42,9 +42,9 @@ def _unit(n: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _index(backend: str = "faiss", index_type: str = "auto", n: int = 40) -> GalleryIndex:
+def _index(backend: str = "faiss", index_type: str = "auto", n: int = 40, first_id: int = 0) -> GalleryIndex:
     cfg = IndexConfig(backend=backend, index_type=index_type, search_params=SEARCH[index_type], k=3, power=1.0)
-    index = GalleryIndex.new(_model(), "/models/m", cfg, size=n)
+    index = GalleryIndex.new(_model(), "/models/m", cfg, size=n, first_id=first_id)
     index.add(
         _unit(n, 0), [f"img{i}" for i in range(n)], [f"id{i % 10}" for i in range(n)], [f"/p/{i}.jpg" for i in range(n)]
     )
@@ -88,14 +88,14 @@ def test_enroll_forget_compact(backend: str, index_type: str, tmp_path: Path) ->
     assert index.manifest.base_file == base_file  # the bulk index was not rewritten
     assert _top_labels(index, new[:1])[0][0] == "newcomer" and len(index) == 42
 
-    assert store.forget(tmp_path, labels=["id3"]) == 4  # base entries: tombstones
-    assert store.forget(tmp_path, image_ids=["n1"]) == 1  # an enrolment: dropped
+    assert store.forget(tmp_path, labels=["id3"]).count == 4  # base entries: tombstones
+    assert store.forget(tmp_path, image_ids=["n1"]).count == 1  # an enrolment: dropped
     index = GalleryIndex.load(tmp_path)
     assert len(index) == 37 and index.manifest.count == 37
     everything = _top_labels(index, _unit(40, 0), k=37)
     assert not any("id3" in row for row in everything)
     assert index.ids_of_images(["n1", "n0"]).tolist() == [-1, 40]
-    with pytest.raises(KenningError, match="nothing to forget: no label 'id3'"):
+    with pytest.raises(KenningError, match=r"no label 'id3' in index .*: nothing was forgotten"):
         store.forget(tmp_path, labels=["id3"])
 
     before = _top_labels(index, _unit(5, 7), k=5)
@@ -126,7 +126,7 @@ def test_crash_before_commit_leaves_previous_index(tmp_path: Path, monkeypatch: 
     with pytest.raises(OSError, match="killed"):
         store.forget(tmp_path, labels=["id1"])
     with pytest.raises(OSError, match="killed"):
-        _index(n=50).save(tmp_path)
+        _index(n=50, first_id=40).save(tmp_path)
     monkeypatch.undo()
     survivor = GalleryIndex.load(tmp_path)
     assert len(survivor) == 40 and survivor.manifest.generation == 1
@@ -181,10 +181,16 @@ def test_manifest_is_checked_on_load(tmp_path: Path) -> None:
     manifest_path = tmp_path / store.MANIFEST
     good = json.loads(manifest_path.read_text())
     for change, message in [
-        ({"count": 41}, "manifest says 41"),
+        ({"count": 39}, "manifest says 39"),
+        ({"count": 41}, "count 41 exceeds the ids ever given"),
+        ({"next_id": -1}, "next_id -1 is negative"),
+        ({"generation": "1"}, "generation '1' is not int"),
         ({"embedding_dim": 32}, "32-d"),
         ({"backend": "annoy"}, "does not match its file"),
-        ({"threshold": "NaN"}, "not a finite number"),
+        ({"threshold": "NaN"}, "threshold 'NaN' is not float"),
+        ({"unknown_label": "a\nb"}, "control character"),
+        ({"unknown_label": 7}, "unknown_label 7 is not str"),
+        ({"base_file": "../../etc/passwd.faiss"}, "not the name of an index file"),
         ({"format": "kenning-index/1"}, "unsupported index format"),
     ]:
         manifest_path.write_text(json.dumps({**good, **change}))
@@ -207,3 +213,22 @@ def test_wrong_dimension_is_refused(tmp_path: Path) -> None:
     index.save(tmp_path)
     with pytest.raises(KenningError, match="32-d but the index holds 16-d"):
         store.enroll(tmp_path, np.ones((1, 32), dtype=np.float32), ["x"], ["z"], ["p"])
+
+
+def test_a_rebuild_keeps_what_users_did_and_never_reuses_ids(tmp_path: Path) -> None:
+    """Issue 20 item 2: a rebuild over an index with enrolments or forgotten images is refused
+    without `replace`; ids continue after the old index's; a build whose ids clash is refused."""
+    _index().save(tmp_path)
+    assert store.claim_for_build(tmp_path) == 40  # nothing would be lost: allowed, ids go on from 40
+    store.enroll(tmp_path, _unit(1, 3), ["x"], ["z"], [""])
+    with pytest.raises(KenningError, match=r"1 enrolment.*0 forgotten.*--replace"):
+        store.claim_for_build(tmp_path)
+    with pytest.raises(KenningError, match="1 enrolment"):
+        _index(first_id=41).save(tmp_path)  # checked again under the lock, at the commit
+    with pytest.raises(KenningError, match="gave out image ids this build also uses"):
+        _index().save(tmp_path, replace=True)  # ids 0..39 were given out
+    uid = store.read_index_manifest(tmp_path).uid
+    assert store.claim_for_build(tmp_path, replace=True) == 41
+    _index(first_id=41).save(tmp_path, replace=True)
+    rebuilt = GalleryIndex.load(tmp_path)
+    assert rebuilt.manifest.uid != uid and rebuilt.base_table["id"].min() == 41 and len(rebuilt) == 40

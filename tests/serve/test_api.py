@@ -103,7 +103,8 @@ def test_enrol_then_identify_then_forget(index_copy: Path, local_demo: Path) -> 
 
         assert httpx.delete(f"{url}/identities/Hut on the ridge").status_code == 401
         gone = httpx.delete(f"{url}/identities/Hut on the ridge", headers=AUTH)
-        assert gone.status_code == 200 and gone.json() == {"removed": 1, "images": before}
+        assert gone.status_code == 200 and gone.json() == {"removed": 1, "photos_deleted": 1, "images": before}
+        assert list((index_copy.parent / "photos").iterdir()) == []  # issue 20 item 5: the person's photo too
         assert httpx.delete(f"{url}/identities/Hut on the ridge", headers=AUTH).status_code == 404
         after = _identify(url, "other.jpg", _another_photo_of(newcomer))
         assert "Hut on the ridge" not in [a["label"] for a in after["answers"]]

@@ -41,6 +41,8 @@ def _browser_or_skip():
 
 def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, local_demo: Path, tmp_path: Path) -> None:
     sync_playwright = _browser_or_skip()
+    from playwright.sync_api import expect
+
     shots = Path(os.environ.get("KENNING_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     photo = sorted((local_demo / "enroll").glob("*.jpg"))[0]
@@ -64,7 +66,9 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
 
         row.locator(".new-name").fill("Ridge_hut")
         row.locator(".new-btn").click()
-        page.wait_for_function("document.querySelector('.row .note').textContent.includes('enrolled as')")
+        expect(row.locator(".note")).to_contain_text(
+            "enrolled as", timeout=60_000
+        )  # no eval: the page's CSP forbids it
         assert "enrolled as Ridge_hut" in row.locator(".note").inner_text()
         page.screenshot(path=str(shots / "2-enrolled.png"), full_page=True)
 
@@ -81,7 +85,7 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
         page.click("button[data-view=catalogue]")
         page.locator(".identity").first.wait_for()
         page.fill("#search", "ridge")
-        page.wait_for_function("document.querySelectorAll('.identity').length === 1")
+        expect(page.locator(".identity")).to_have_count(1)
         listed = page.locator(".identity .name").inner_text()
         page.screenshot(path=str(shots / "4-catalogue.png"), full_page=True)
         browser.close()

@@ -8,13 +8,22 @@ tokenInput.addEventListener("change", () => localStorage.setItem("kenning-token"
 
 const results = []; // {name, result} per identified photo, in the order shown: what the CSV holds
 
+function authorised() {
+  // Sent with every request: a service started with --token-read wants it for reads too.
+  return tokenInput.value ? { Authorization: `Bearer ${tokenInput.value}` } : {};
+}
+
 async function api(method, path, body) {
-  const headers = {};
-  if (method !== "GET" && tokenInput.value) headers.Authorization = `Bearer ${tokenInput.value}`;
-  const response = await fetch(path, { method, body, headers });
+  const response = await fetch(path, { method, body, headers: authorised() });
   const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
   if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
   return data;
+}
+
+async function showThumbnail(img, id) {
+  // Fetched, not linked: an <img src> cannot carry the token that protected reads need.
+  const response = await fetch(`/images/${id}/thumbnail`, { headers: authorised() });
+  if (response.ok) img.src = URL.createObjectURL(await response.blob());
 }
 
 async function refreshStatus() {
@@ -78,7 +87,7 @@ function showAnswers(row, file, result) {
     $(".label", line).textContent = answer.unknown ? `${answer.label} (no close match)` : answer.label;
     for (const near of answer.nearest) {
       const thumb = document.createElement("img");
-      thumb.src = `/images/${near.id}/thumbnail`;
+      showThumbnail(thumb, near.id);
       thumb.alt = thumb.title = `${near.image_id}${near.similarity === null ? "" : ` (similarity ${near.similarity})`}`;
       $(".nearest", line).append(thumb);
     }
@@ -140,8 +149,8 @@ function drawMatches(canvas, queryImg, matches) {
     canvas.title = `${matches.total} matched keypoints with ${matches.label} (image ${matches.id})`;
     canvas.hidden = false;
   };
-  if (queryImg.complete) gallery.src = `/images/${matches.id}/thumbnail`;
-  else queryImg.onload = () => { gallery.src = `/images/${matches.id}/thumbnail`; };
+  if (queryImg.complete) showThumbnail(gallery, matches.id);
+  else queryImg.onload = () => showThumbnail(gallery, matches.id);
 }
 
 function downloadCsv() {
@@ -220,7 +229,7 @@ async function loadCatalogue(append = false) {
     $(".count", item).textContent = `${identity.images} image(s)`;
     for (const id of identity.ids) {
       const thumb = document.createElement("img");
-      thumb.src = `/images/${id}/thumbnail`;
+      showThumbnail(thumb, id);
       thumb.alt = `image ${id}`;
       $(".thumbs", item).append(thumb);
     }
