@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from kenning.config import Config, load_config, parse_assignment
 from kenning.errors import KenningError, one_line
-from kenning.paths import holds_only, require_output_dir, require_output_file
+from kenning.paths import require_output_dir, require_output_file
 
 
 class _OneLineErrors(TyperGroup):
@@ -85,9 +85,9 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same images.")] = 0,
 ) -> None:
     """Write the built-in demo set: drawn landmarks in many views, distractors, and enroll/ photos."""
-    from kenning.data.demo import DemoSpec, write_demo_set
+    from kenning.data.demo import DemoSpec, is_demo_dir, write_demo_set
 
-    require_output_dir(out, "demo folder", lambda p: holds_only(p, {"images", "enroll", "labels.csv"}))
+    require_output_dir(out, "demo folder", is_demo_dir)
     table = write_demo_set(out, DemoSpec(seed=seed))
     by_split = table.groupby("split")["label"].agg(["size", lambda s: s[s != ""].nunique()])
     for split, (images, identities) in by_split.iterrows():
@@ -376,6 +376,9 @@ def query(
     as_json: Annotated[
         bool, typer.Option("--json", help="Machine-readable output (with local matching: each answer's score parts).")
     ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="--batch: overwrite an existing --out file (never the query list).")
+    ] = False,
 ) -> None:
     """Top-5 labels per image by k-nearest-neighbour voting (fused with local matching when the index
     has it), with confidences; unknown when too far."""
@@ -386,15 +389,16 @@ def query(
     if fmt not in ("whale", "landmark"):
         raise KenningError(f"--format must be whale or landmark, not {fmt!r}")
     if batch is not None:
-        require_output_file(out, "submission")
+        _check_submission_out(out, batch, replace)
     recognizer = Recognizer.open(index, model, progress=batch is not None)
     recognizer.configure(k=k, power=power, search_params=search_params, local=False if no_local else None)
     if batch is not None:
         from kenning.data.readers import read_query_list
-        from kenning.eval.submission import write_submission
+        from kenning.eval.submission import submission_keys, write_submission
         from kenning.labels import check_kaggle_labels
 
         listing = read_query_list(batch)
+        submission_keys(fmt, listing["name"].tolist())  # x.jpg and x.png: refused before any image is read
         check_kaggle_labels([*recognizer.index.label_counts().index, recognizer.unknown_label], fmt)
         answers = recognizer.query(listing["path"].tolist())
         failed = write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)
@@ -447,6 +451,23 @@ def query(
                     typer.echo(f"  {rank}. {p['label']:<30} {p['confidence']:.3f}")
     if failed:
         raise typer.Exit(2)
+
+
+def _check_submission_out(out: Path, batch: Path, replace: bool) -> None:
+    """A submission never overwrites its own query list, nor any existing file unless asked to."""
+    import os
+
+    from kenning.paths import path_kind
+
+    require_output_file(out, "submission")
+    if path_kind(out) is None:
+        return
+    if path_kind(batch) == "a regular file" and os.path.samefile(out, batch):
+        raise KenningError(f"--out {out} is the query list itself: write the submission elsewhere")
+    if not replace:
+        raise KenningError(
+            f"{out} exists and Kenning cannot tell it is its own: choose another --out, or pass --replace"
+        )
 
 
 @app.command()

@@ -175,8 +175,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         path = require_file(path, "config file")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise KenningError(f"config file {path} is not valid YAML: {exc}") from None
+        except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:
+            raise KenningError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise KenningError(f"config file {path} must hold a mapping of sections")
         for section, values in data.items():
@@ -195,7 +195,17 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise KenningError(f"--set expects key=value, got '{text}'")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise KenningError(f"--set {text!r}: the value is not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: BaseException) -> str:
+    """PyYAML's explanation on one line ("found unexpected end of stream at line 1, column 3")."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def set_key(cfg: Config, dotted: str, value: Any) -> None:
@@ -214,6 +224,10 @@ def check_value(dotted: str, value: Any) -> Any:
     """`value` when it is allowed for config key `dotted` (a choice, a finite number in range, a
     valid label); else one line naming key, value and what is allowed. Also for values that reach
     a setting without a config file (query --k / --power)."""
+    if dotted == "model.backbone":
+        from kenning.embeddings.model import check_backbone  # imports timm: only when a backbone is given
+
+        check_backbone(value)
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise KenningError(f"config key '{dotted}' must be one of {', '.join(CHOICES[dotted])}, got {value!r}")
     if dotted == "index.unknown_label":

@@ -21,7 +21,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
-from kenning.atomic import atomic_save
+from kenning.atomic import atomic_save, atomic_write_text
+from kenning.paths import holds_only
 
 CANVAS = 320
 ENROLL_PHOTOS = 5  # photos of a landmark in neither split: one to enrol, four to query
@@ -46,11 +47,23 @@ class DemoSpec:
     seed: int = 0
 
 
+DEMO_MARKER = ".kenning-demo"  # written first: a folder without it is a user's, however it looks
+
+
+def is_demo_dir(directory: Path) -> bool:
+    """A demo set written before (or a killed writer's start of one): its marker and only its files.
+    A user's dataset with labels.csv and images/ looks the same without the marker."""
+    return (directory / DEMO_MARKER).is_file() and holds_only(
+        directory, {"images", "enroll", "labels.csv", DEMO_MARKER}
+    )
+
+
 def write_demo_set(out: str | Path, spec: DemoSpec | None = None) -> pd.DataFrame:
     """Write images and `labels.csv` (image,label,split) under `out`; also `enroll/` with a held-back
     landmark (new_landmark_0.jpg to enrol, the others to query). Returns the label table."""
     spec = spec or DemoSpec()
     out = Path(out)
+    atomic_write_text(out / DEMO_MARKER, "a Kenning demo set: `kenning demo-data` may rewrite this folder\n")
     rng = np.random.default_rng(spec.seed)
     identities: list[tuple[str, str, Image.Image]] = []  # (label, split, canonical image)
     for i in range(spec.train_landmarks + spec.test_landmarks):

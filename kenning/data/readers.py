@@ -9,12 +9,13 @@ Labels follow `kenning.labels`; an image listed twice, by path or by content, is
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from kenning.data.duplicates import DIGEST, drop_duplicates
-from kenning.errors import KenningError
+from kenning.errors import KenningError, warn
 from kenning.labels import label_problem, normalise_label
 from kenning.paths import path_kind, require_file
 
@@ -22,6 +23,7 @@ UNLABELLED = ""
 COLUMNS = ["image_id", "path", "label", "split", DIGEST]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 WHALE_UNKNOWN = "new_whale"
+LANDMARK_ID = re.compile(r"[0-9A-Za-z_-]{3,}")
 EVAL_SPLITS = ("test", "val")
 
 
@@ -66,6 +68,11 @@ def read_landmark(root: Path) -> pd.DataFrame:
     df = _read_csv(csv)
     _require(df, csv, ["id", "landmark_id"])
     ids = df["id"].astype(str)
+    for row, i in enumerate(ids, start=1):  # the first three characters name the folders the image is in
+        if not LANDMARK_ID.fullmatch(i):
+            raise KenningError(
+                f"{csv}: row {row}: id {i!r} is not a Google Landmark image id (3 or more letters, digits, _ or -)"
+            )
     paths = [root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids]
     return _table(ids, paths, df["landmark_id"], "train", csv)
 
@@ -103,7 +110,14 @@ def read_query_list(source: str | Path) -> pd.DataFrame:
     Returns `name` (the submission's key: file name, or the id) and `path`."""
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        # Every entry named like an image gets a row, whatever it is (a dangling link, a FIFO, a device:
+        # answered with an error naming it, never dropped); entries named otherwise are named in a warning.
+        entries = sorted(p for p in source.rglob("*") if not p.is_dir())
+        paths = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        others = [p.relative_to(source).as_posix() for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            warn(f"{len(others)} file(s) under {source} are not images by their names and get no row: {shown}")
         if not paths:
             raise KenningError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {source}")
         names = pd.Series([p.name for p in paths])

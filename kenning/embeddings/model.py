@@ -55,12 +55,27 @@ class EmbeddingNet(nn.Module):
         return self.embed_pooled(self.pooled(x))
 
 
+def check_backbone(name: str) -> str:
+    """`name` when timm knows it locally. Hub names (hf-hub:..., timm/...) would fetch code or weights
+    over the network, which Kenning never does; anything else is a typo."""
+    if not isinstance(name, str) or not timm.is_model(name):
+        text = str(name)
+        why = "timm has no such model"
+        if ":" in text or text.startswith(("timm/", "hf_hub", "hf-hub")):
+            why = "hub models are downloaded, and Kenning downloads nothing"
+        elif "/" in text or "\\" in text or text.startswith("."):
+            why = "it is a path, not a model name (a local checkpoint goes in --weights)"
+        raise KenningError(f"backbone {str(name)[:100]!r} is refused: {why}; use a name from timm.list_models()")
+    return name
+
+
 def create_model(cfg: ModelConfig, load_weights: bool = True) -> EmbeddingNet:
     """Build the model; with `load_weights`, initialise the backbone from cfg.weights or packaged ImageNet weights."""
+    check_backbone(cfg.backbone)
     try:
         backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, global_pool="")
-    except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise KenningError(f"unknown timm backbone '{cfg.backbone}': {exc}") from None
+    except (RuntimeError, ValueError, TypeError) as exc:  # timm: "Unknown model (...)", bad arguments
+        raise KenningError(f"cannot build timm backbone '{cfg.backbone}': {str(exc).splitlines()[0]}") from None
     if load_weights and (cfg.pretrained or cfg.weights):
         load_backbone_weights(backbone, cfg.backbone, cfg.weights)
     return EmbeddingNet(backbone, cfg.embedding_dim, cfg.gem_p)

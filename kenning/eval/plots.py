@@ -17,6 +17,8 @@ from kenning.atomic import atomic_save
 from kenning.data.images import load_image
 from kenning.errors import KenningError
 
+matplotlib.rcParams["text.parse_math"] = False  # labels are users' text: "Cost $5 hut" is not TeX
+
 VALIDATION_METRICS = ("recall@1", "map@5", "map@r")
 
 

@@ -4,7 +4,11 @@ self-contained report.html (figures embedded) that opens anywhere, offline."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
+import os
+import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,14 +51,42 @@ CAPTIONS = {
 }
 
 
+REPORT_MARKER = ".kenning-report"  # a folder without it holds a user's report.html, however it looks
+REPORT_FILES = {"metrics.json", "predictions.csv", "report.html", *CAPTIONS}
+
+
 def is_report_dir(directory: Path) -> bool:
-    """A folder holding only what `write_report` writes (a report written there before)."""
-    return holds_only(directory, {"metrics.json", "predictions.csv", "report.html", *CAPTIONS})
+    """A report `write_report` wrote: its marker, and only the files it writes."""
+    return (directory / REPORT_MARKER).is_file() and holds_only(directory, {*REPORT_FILES, REPORT_MARKER})
 
 
 def write_report(result: EvalResult, out: str | Path, title: str = "Kenning evaluation") -> Path:
-    """Write everything into `out`; returns the path of report.html."""
+    """Write everything into `out` (a new, empty or report folder); returns the path of report.html.
+    The report is made in a temporary folder inside `out` and its files moved in when all are
+    written: a failure leaves the previous report (or no folder) as it was, never half of a new one."""
     out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out))  # a name sweeps recognise
+    try:
+        _write_report(result, staging, title)
+        atomic_write_text(out / REPORT_MARKER, "a Kenning evaluation report: `kenning eval --report` may rewrite it\n")
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out / path.name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # made by this call, inside the report folder
+        if created:  # the folder too, with nothing in it that another writer made
+            for path in out.iterdir():
+                if path.name in REPORT_FILES or path.name == REPORT_MARKER:
+                    path.unlink()
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    staging.rmdir()
+    return out / "report.html"
+
+
+def _write_report(result: EvalResult, out: Path, title: str) -> None:
     write_eval(result, out)
     calibration = {k: v for k, v in result.calibration.items() if k != "curve"}
     atomic_write_json(out / "metrics.json", {**result.metrics, "calibration": calibration})
@@ -95,9 +127,7 @@ def write_report(result: EvalResult, out: str | Path, title: str = "Kenning eval
     if match_rows:
         plot_local_matches(match_rows, out / "local_matches.png")
         figures.append("local_matches.png")
-    page = out / "report.html"
-    atomic_write_text(page, _html(title, result, figures, out))
-    return page
+    atomic_write_text(out / "report.html", _html(title, result, figures, out))
 
 
 def _curve(calibration: dict) -> list[dict] | None:

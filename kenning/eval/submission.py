@@ -15,6 +15,7 @@ import pandas as pd
 
 from kenning.atomic import atomic_save
 from kenning.decision.voting import Prediction
+from kenning.errors import KenningError
 
 FORMATS = ("whale", "landmark")
 
@@ -31,8 +32,22 @@ def submission_table(
         for a in answers:
             top_known = isinstance(a, Prediction) and a.labels and a.labels[0] != unknown_label
             cells.append(f"{a.labels[0]} {a.confidences[0]:.6f}" if top_known else "")
-        return pd.DataFrame({"id": [os.path.splitext(n)[0] for n in names], "landmarks": cells})
+        return pd.DataFrame({"id": submission_keys(fmt, names), "landmarks": cells})
     raise ValueError(f"unknown submission format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def submission_keys(fmt: str, names: Sequence[str]) -> list[str]:
+    """The key each query gets in the file (landmark ids drop the extension); refused when two
+    queries would share one: Kaggle's scorer, and Kenning's, take each key once."""
+    keys = [os.path.splitext(n)[0] if fmt == "landmark" else n for n in names]
+    seen: dict[str, str] = {}
+    for key, name in zip(keys, names, strict=True):
+        if key in seen:
+            raise KenningError(
+                f"{seen[key]!r} and {name!r} would both be {key!r} in a {fmt} submission: rename one of them"
+            )
+        seen[key] = name
+    return keys
 
 
 def write_submission(

@@ -20,6 +20,8 @@ from kenning.atomic import atomic_save, atomic_save_array
 from kenning.errors import KenningError
 
 DEFAULT_TREES = 64
+MAX_TREES = 1024  # each tree costs about the vectors' size again on disk: 99999999 trees filled the disk
+MAX_SEARCH_K = 10**9
 
 
 def parse_trees(index_type: str) -> int:
@@ -27,8 +29,8 @@ def parse_trees(index_type: str) -> int:
     if index_type in ("", "auto"):
         return DEFAULT_TREES
     key, _, value = index_type.partition("=")
-    if key.strip() != "trees" or not value.strip().isdigit() or int(value) < 1:
-        raise KenningError(f"annoy index type must be 'trees=N' (N >= 1), not {index_type!r}")
+    if key.strip() != "trees" or not value.strip().isdigit() or not 1 <= int(value) <= MAX_TREES:
+        raise KenningError(f"annoy index type must be 'trees=N' with N in [1, {MAX_TREES}], not {index_type!r}")
     return int(value)
 
 
@@ -37,8 +39,11 @@ def parse_search_k(search_params: str) -> int:
     if not search_params:
         return -1
     key, _, value = search_params.partition("=")
-    if key.strip() != "search_k" or not value.strip().lstrip("-").isdigit():
-        raise KenningError(f"annoy search parameters must be 'search_k=N', not {search_params!r}")
+    digits = value.strip().lstrip("-")
+    if key.strip() != "search_k" or not digits.isdigit() or not -1 <= int(value) <= MAX_SEARCH_K:
+        raise KenningError(
+            f"annoy search parameters must be 'search_k=N' with N in [-1, {MAX_SEARCH_K}], not {search_params!r}"
+        )
     return int(value)
 
 

@@ -8,6 +8,7 @@ index type FAISS cannot put on a GPU (HNSW) stays on the CPU.
 from __future__ import annotations
 
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,6 +62,47 @@ def ivf_nlist(index_type: str) -> int:
     return 0
 
 
+# The factory components Kenning builds (ids are mapped by Kenning, so no IDMap), each with the range
+# of its numbers: FAISS aborts the whole process on some out-of-range values (HNSW0) instead of raising.
+_COMPONENTS = {
+    "Flat": re.compile(r"Flat"),
+    "IVF": re.compile(r"IVF(?P<nlist>\d+)(?:_HNSW(?P<ivf_m>\d+))?"),
+    "HNSW": re.compile(r"HNSW(?P<m>\d+)(?:_Flat)?"),
+    "PQ": re.compile(r"PQ(?P<pq>\d+)(?:x(?P<bits>\d+))?"),
+    "SQ": re.compile(r"SQ(?:4|6|8|fp16|bf16)"),
+    "RFlat": re.compile(r"RFlat|Refine\(Flat\)"),
+    "OPQ": re.compile(r"OPQ(?P<opq>\d+)(?:_(?P<opq_d>\d+))?"),
+    "PCA": re.compile(r"PCAR?(?P<pca>\d+)"),
+    "L2norm": re.compile(r"L2norm"),
+}
+_BOUNDS = {"nlist": (1, 2**20), "ivf_m": (2, 256), "m": (2, 256), "pq": (1, 4096), "bits": (1, 16)}
+
+
+def check_index_type(index_type: str, dim: int) -> str:
+    """`index_type` when it is a FAISS factory string of the components Kenning supports with numbers
+    in range; else one line saying what is wrong. Checked before FAISS sees it."""
+    if not index_type or len(index_type) > 200:
+        raise KenningError(f"FAISS index type {index_type[:200]!r} is empty or too long")
+    bounds = {**_BOUNDS, "opq": (1, dim), "opq_d": (1, dim), "pca": (1, dim)}
+    for part in index_type.split(","):
+        match = next((m for c in _COMPONENTS.values() if (m := c.fullmatch(part.strip()))), None)
+        if match is None:
+            raise KenningError(
+                f"FAISS index type {index_type!r}: {part!r} is not a component Kenning builds "
+                f"(Flat, IVFn, HNSWm, PQm[xb], SQ8, RFlat, OPQm, PCAd, L2norm; ids are mapped by Kenning, no IDMap)"
+            )
+        for name, text in match.groupdict().items():
+            low, high = bounds[name]
+            if text is not None and not low <= int(text) <= high:
+                raise KenningError(f"FAISS index type {index_type!r}: {part!r} needs a number in [{low}, {high}]")
+    return index_type
+
+
+def _faiss_reason(exc: RuntimeError) -> str:
+    """FAISS's message without its C++ signature and source path ("Error in ... at file.cpp:12: ")."""
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", first_line(exc))
+
+
 def _to_gpu(index: faiss.Index) -> faiss.Index | None:
     """A GPU copy of `index`, or None without GPUs or for a type FAISS has no GPU version of."""
     if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
@@ -88,10 +130,11 @@ class FaissIndex:
 
     @classmethod
     def create(cls, dim: int, index_type: str = "Flat", search_params: str | None = None) -> FaissIndex:
+        check_index_type(index_type, dim)
         try:
             index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise KenningError(f"FAISS cannot build index type {index_type!r}: {first_line(exc)}") from None
+            raise KenningError(f"FAISS cannot build index type {index_type!r}: {_faiss_reason(exc)}") from None
         if not isinstance(index, faiss.IndexIVF):  # IVF keeps ids itself; the rest need an id map
             index = faiss.IndexIDMap2(index)
         params = default_search_params(index_type) if search_params is None else search_params
@@ -123,7 +166,10 @@ class FaissIndex:
         rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size, replace=False))
         sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         target = _to_gpu(self.index) or self.index
-        target.train(sample)
+        try:
+            target.train(sample)
+        except RuntimeError as exc:
+            raise KenningError(f"FAISS could not train {self.index_type}: {_faiss_reason(exc)}") from None
         if target is not self.index:
             self.index = faiss.index_gpu_to_cpu(target)
 
@@ -138,7 +184,10 @@ class FaissIndex:
                 bar.set_description("indexing")
             for start in range(0, len(vectors), ADD_CHUNK):
                 chunk = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
-                self.index.add_with_ids(chunk, np.asarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
+                try:
+                    self.index.add_with_ids(chunk, np.asarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
+                except RuntimeError as exc:
+                    raise KenningError(f"FAISS could not add to {self.index_type}: {_faiss_reason(exc)}") from None
                 bar.update(len(chunk))
         self._gpu_stale = True
 
@@ -172,7 +221,12 @@ class FaissIndex:
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
     def save(self, path: Path, progress: bool = False) -> None:
-        atomic_save(path, lambda p: faiss.write_index(self.index, str(p)))
+        try:
+            atomic_save(path, lambda p: faiss.write_index(self.index, str(p)))
+        except RuntimeError as exc:  # FAISS reports a full disk or a failed write as RuntimeError
+            raise KenningError(
+                f"cannot write {path.name} (disk full?): {_faiss_reason(exc)}; nothing was changed"
+            ) from None
 
     @classmethod
     def load(cls, path: Path, index_type: str, search_params: str) -> FaissIndex:
