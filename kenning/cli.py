@@ -24,9 +24,9 @@ class _OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except KenningError as exc:
             message = str(exc)
-        except OSError as exc:
+        except OSError as exc:  # strerror and filename when the OS raised it; else its own words
             where = f": {exc.filename}" if exc.filename else ""
-            message = f"{exc.strerror or type(exc).__name__}{where}"
+            message = f"{exc.strerror}{where}" if exc.strerror else f"{type(exc).__name__}: {exc or 'no details'}"
         typer.echo(f"error: {one_line(message)}", err=True)
         raise typer.Exit(2)
 

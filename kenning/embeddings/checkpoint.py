@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from kenning.atomic import atomic_save, atomic_write_json
-from kenning.config import ModelConfig
-from kenning.embeddings.model import EmbeddingNet, create_model
+from kenning.config import ModelConfig, check_value
+from kenning.embeddings.model import EmbeddingNet, check_backbone, create_model
 from kenning.errors import KenningError
 from kenning.manifests import read_manifest as read_json_manifest
 from kenning.paths import holds_only, require_file
@@ -82,7 +82,23 @@ def save_model(
 
 
 def read_manifest(model_dir: str | Path) -> ModelManifest:
-    return read_json_manifest(Path(model_dir) / MANIFEST, ModelManifest, FORMAT, "model")
+    """The model's manifest, every value checked: a tampered one is refused in one line before it
+    sizes a tensor or normalises an image (image_size 100000 would allocate gigabytes)."""
+    path = Path(model_dir) / MANIFEST
+    manifest = read_json_manifest(path, ModelManifest, FORMAT, "model")
+    try:
+        check_backbone(manifest.backbone)
+        check_value("model.image_size", manifest.image_size)
+        check_value("model.gem_p", manifest.gem_p)
+        if len(manifest.mean) != 3 or len(manifest.std) != 3:
+            raise KenningError("mean and std need one value per colour channel (3)")
+        if not all(0 < s <= 10 for s in manifest.std) or not all(-10 <= m <= 10 for m in manifest.mean):
+            raise KenningError(f"normalisation mean {manifest.mean} / std {manifest.std} is out of range")
+        if not 1 <= manifest.embedding_dim <= 65_536 or not 0 <= manifest.head_dim <= 65_536:
+            raise KenningError(f"embedding_dim {manifest.embedding_dim} / head_dim {manifest.head_dim} out of range")
+    except KenningError as exc:
+        raise KenningError(f"{path} is damaged: {exc}") from None
+    return manifest
 
 
 def load_model(model_dir: str | Path) -> tuple[EmbeddingNet, ModelManifest]:

@@ -30,16 +30,21 @@ def training_run(out: Path) -> Iterator[None]:
     `.last.pt.*.tmp`) are swept, since no other run can be writing them."""
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    lock_was_there = (out / TRAIN_LOCK).exists()
     busy = f"{out} is being trained by another process: wait for it to end, or choose another --out"
+    finished = False
     try:
         with folder_lock(out / TRAIN_LOCK, 0, busy):
             for folder in (out, out / CHECKPOINTS):
                 sweep_temporaries(folder, ANY_TEMPORARY)
             yield
+            finished = True
     finally:
         if created and [p.name for p in out.iterdir()] == [TRAIN_LOCK]:  # refused before writing anything
             (out / TRAIN_LOCK).unlink()
             out.rmdir()
+        elif not finished and not lock_was_there and not (out / "manifest.json").exists():
+            (out / TRAIN_LOCK).unlink(missing_ok=True)  # refused in a folder that is not yet a model: no litter
 
 
 def capture_rng() -> dict[str, Any]:
@@ -80,9 +85,24 @@ def load_state(out: str | Path, name: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file surfaces as many exception types
         raise KenningError(f"cannot read training checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not _is_training_state(state):  # another tool's last.pt: never resumed from, never overwritten
+        raise KenningError(f"{path} is not a Kenning training checkpoint: choose another --out")
+    return state
+
+
+def _is_training_state(state: Any) -> bool:
+    """What `save_state` wrote: the epoch and weights, and for the last epoch the run's config."""
+    if not isinstance(state, dict) or not {"epoch", "model", "loss"} <= state.keys():
+        return False
+    numbers = [state["epoch"]]
+    if "config" in state or "optimizer" in state:  # LAST: what a resume reads
+        config = state.get("config")
+        train = config.get("train") if isinstance(config, dict) else None
+        numbers.append(train.get("epochs") if isinstance(train, dict) else None)
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in numbers)
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -721,10 +721,16 @@ def check_files(directory: Path, manifest: IndexManifest) -> None:
 
 
 def check_model(manifest: IndexManifest, model: ModelManifest) -> None:
-    if model.fingerprint != manifest.model_fingerprint or model.embedding_dim != manifest.embedding_dim:
+    """Refuse a model the index was not built with, saying what differs (the full fingerprints)."""
+    if model.fingerprint != manifest.model_fingerprint:
         raise KenningError(
             f"index was built with model {manifest.model_fingerprint} ({manifest.model_dir}), "
             f"not with model {model.fingerprint}: rebuild the index or use its model"
+        )
+    if model.embedding_dim != manifest.embedding_dim:
+        raise KenningError(
+            f"index holds {manifest.embedding_dim}-d vectors but model {model.fingerprint} gives "
+            f"{model.embedding_dim}-d ones (a damaged manifest?): rebuild the index or use its model"
         )
 
 
