@@ -24,11 +24,16 @@ class _OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except KenningError as exc:
             message = str(exc)
-        except OSError as exc:  # strerror and filename when the OS raised it; else its own words
-            where = f": {exc.filename}" if exc.filename else ""
-            message = f"{exc.strerror}{where}" if exc.strerror else f"{type(exc).__name__}: {exc or 'no details'}"
+        except OSError as exc:
+            message = os_error_line(exc)
         typer.echo(f"error: {one_line(message)}", err=True)
         raise typer.Exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """The operating system's words and the file (disk full: path); a library's OSError keeps its message."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror}{where}" if exc.strerror else f"{type(exc).__name__}: {exc or 'no details'}"
 
 
 app = typer.Typer(
@@ -397,9 +402,9 @@ def query(
         from kenning.eval.submission import submission_keys, write_submission
         from kenning.labels import check_kaggle_labels
 
+        check_kaggle_labels([*recognizer.index.label_counts().index, recognizer.unknown_label], fmt)
         listing = read_query_list(batch)
         submission_keys(fmt, listing["name"].tolist())  # x.jpg and x.png: refused before any image is read
-        check_kaggle_labels([*recognizer.index.label_counts().index, recognizer.unknown_label], fmt)
         answers = recognizer.query(listing["path"].tolist())
         failed = write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)
         for line in failed:

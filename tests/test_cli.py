@@ -182,7 +182,7 @@ def test_catalogue_with_annoy_enroll_forget_compact_batch(trained_model: Path, d
     assert done.returncode == 0 and "removed" in done.stdout, done.stderr
     assert top(gallery_image) != owner
     done = kenning("forget", "--index", index, "--label", owner)
-    assert done.returncode == 2 and "nothing to forget" in done.stderr
+    assert done.returncode == 2 and "nothing was forgotten" in done.stderr
 
     done = kenning("build-index", "--compact", "--out", index)
     assert done.returncode == 0 and "compacted" in done.stdout, done.stderr

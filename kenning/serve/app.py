@@ -274,16 +274,6 @@ def create_app(served: ServedIndex, settings: ServeSettings | None = None) -> Fa
         redoc_url=None,
     )
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
-
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     if settings.cors_origins:
         origins = settings.cors_origins
@@ -291,7 +281,7 @@ def create_app(served: ServedIndex, settings: ServeSettings | None = None) -> Fa
 
     @app.middleware("http")
     async def guarded(request: Request, call_next: Any) -> Response:
-        """Outermost: a request from the wrong host or another page is refused before its body is read."""
+        """Before the body is read: a request from the wrong host or another page is refused."""
         refusal = guard.host_refusal(request) or guard.origin_refusal(request)
         if refusal:
             response: Response = JSONResponse({"error": refusal}, status_code=403)
@@ -302,6 +292,17 @@ def create_app(served: ServedIndex, settings: ServeSettings | None = None) -> Fa
         response.headers["Referrer-Policy"] = "no-referrer"
         docs = request.url.path.startswith("/docs")
         response.headers["Content-Security-Policy"] = DOCS_POLICY if docs else PAGE_POLICY
+        return response
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        """Outermost: refused requests are counted too."""
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
 
     @app.exception_handler(Refused)

@@ -57,5 +57,5 @@ def test_backbone_without_offline_weights_or_unknown() -> None:
     with pytest.raises(KenningError, match="no offline ImageNet weights for 'resnet18'"):
         create_model(ModelConfig(backbone="resnet18"))
     assert create_model(ModelConfig(backbone="resnet18", pretrained=False, embedding_dim=8)).embedding_dim == 8
-    with pytest.raises(KenningError, match="unknown timm backbone"):
+    with pytest.raises(KenningError, match="timm has no such model"):
         create_model(ModelConfig(backbone="no_such_net", pretrained=False))

@@ -103,3 +103,62 @@ def make_corpus(root: Path, photos: list[Path]) -> Corpus:
     dataset("ragged", b'image,label\na.jpg,x,extra,more\n"unclosed,y\n')
     dataset("control_label", b"image,label\ngood0.jpg,a\x07b\n")
     return c
+
+
+# -- second pass (issue 20) --
+
+LOOK_ALIKE_LABELS = {  # kind -> label that would display as "Cafe"/"Café" while being another string
+    "zero_width_space": "Caf\u200be",
+    "zero_width_joiner": "Caf\u200de",
+    "word_joiner": "Caf\u2060e",
+    "byte_order_mark": "\ufeffCafe",
+    "soft_hyphen": "Ca\u00adfe",
+    "hangul_filler": "Cafe\u3164",
+}
+NFC_LABEL, NFD_LABEL = "Caf\u00e9", "Cafe\u0301"  # one identity, two spellings
+
+HOSTILE_INDEX_TYPES = {  # --index-type -> what the one line must say
+    "HNSW0": "needs a number in [2, 256]",
+    "IDMap,Flat": "not a component Kenning builds",
+    "IVF99999999,Flat": "needs a number in [1, 1048576]",
+    "PQ0": "needs a number in [1, 4096]",
+    "Flat;rm -rf": "not a component Kenning builds",
+}
+HOSTILE_ANNOY_TYPES = {"trees=99999999": "N in [1, 1024]", "trees=0": "N in [1, 1024]", "trees=-3": "N in [1, 1024]"}
+
+# index manifest key -> (tampered value, what the one line must say)
+TAMPERED_INDEX_MANIFEST = {
+    "generation": ("1", "generation '1' is not int"),
+    "next_id": (-1, "next_id -1 is negative"),
+    "count": ("40", "count '40' is not int"),
+    "embedding_dim": ("64", "embedding_dim '64' is not int"),
+    "unknown_label": ("a\nb", "control character U+000A"),
+    "base_file": ("../../etc/passwd.faiss", "not the name of an index file"),
+    "threshold": (float("nan"), "threshold nan is not float"),
+}
+# case -> (model manifest key, tampered value, what the one line must say)
+TAMPERED_MODEL_MANIFEST = {
+    "image_size_zero": ("image_size", 0, "model.image_size' must be in [32, 4096], got 0"),
+    "image_size_string": ("image_size", "224", "image_size '224' is not int"),
+    "image_size_huge": ("image_size", 100_000, "must be in [32, 4096], got 100000"),
+    "mean_empty": ("mean", [], "one value per colour channel"),
+    "std_zero": ("std", [0.0, 0.0, 0.0], "out of range"),
+    "backbone_hub": ("backbone", "hf-hub:timm/resnet18", "hub models are downloaded"),
+}
+
+
+def batch_folder(root: Path, photo: Path) -> tuple[Path, dict[str, Path]]:
+    """A batch folder with a good photo and an entry of every other kind named like an image,
+    plus a file that is not named like one. Returns the folder and kind -> entry."""
+    folder = root / "batch-kinds"
+    folder.mkdir()
+    entries = {"good": folder / "good.jpg", "text": folder / "notes.txt"}
+    entries["good"].write_bytes(photo.read_bytes())
+    entries["text"].write_text("not a photo")
+    entries["dangling"] = folder / "dangling.jpg"
+    os.symlink(folder / "nowhere.jpg", entries["dangling"])
+    entries["fifo"] = folder / "fifo.jpg"
+    os.mkfifo(entries["fifo"])
+    entries["device"] = folder / "zero.jpg"
+    os.symlink("/dev/zero", entries["device"])
+    return folder, entries

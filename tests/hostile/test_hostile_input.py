@@ -145,8 +145,8 @@ def test_hostile_label_is_refused_by_enroll(kind: str, corpus: Corpus, index_cop
 def test_forget_with_hostile_or_unknown_names_changes_nothing(corpus: Corpus, index_copy: Path, tmp_path: Path) -> None:
     before = snapshot(index_copy)
     for label in corpus.hostile_labels.values():
-        assert_refused(cli("forget", "--index", index_copy, "--label", label), "nothing to forget")
-    assert_refused(cli("forget", "--index", index_copy, "--id", "../../etc/passwd"), "nothing to forget")
+        assert_refused(cli("forget", "--index", index_copy, "--label", label), "nothing was forgotten")
+    assert_refused(cli("forget", "--index", index_copy, "--id", "../../etc/passwd"), "nothing was forgotten")
     assert_refused(cli("forget", "--index", tmp_path, "--label", "x"), "not a Kenning index")
     assert_refused(cli("forget", "--index", index_copy), "needs --label")
     assert snapshot(index_copy) == before

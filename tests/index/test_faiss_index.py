@@ -76,7 +76,7 @@ def test_exact_single_query_path_matches_faiss() -> None:
 
 
 def test_bad_factory_string_and_params() -> None:
-    with pytest.raises(KenningError, match="cannot build index type 'NotAType'"):
+    with pytest.raises(KenningError, match="'NotAType' is not a component Kenning builds"):
         FaissIndex.create(16, "NotAType")
     with pytest.raises(KenningError, match="do not apply to Flat"):
         FaissIndex.create(16, "Flat", "nprobe=4")
