@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kenning.data.demo import is_demo_dir
 from kenning.index import store
 from kenning.index.store import GalleryIndex
 from tests.hostile.conftest import assert_refused, cli, snapshot
@@ -27,6 +26,8 @@ def test_demo_data_refuses_a_users_dataset_that_looks_like_one(demo_dir: Path, t
     before = snapshot(data)
     assert_refused(cli("demo-data", data), "is not a Kenning demo folder")
     assert snapshot(data) == before
+    from kenning.data.demo import is_demo_dir
+
     assert is_demo_dir(demo_dir) and not is_demo_dir(data)  # a demo set Kenning wrote may be rewritten
 
 

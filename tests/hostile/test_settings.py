@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from kenning.cli import os_error_line
 from tests.hostile.conftest import assert_refused, cli, snapshot
 from tests.hostile.corpus import HOSTILE_ANNOY_TYPES, HOSTILE_INDEX_TYPES, Corpus
 
@@ -118,6 +117,8 @@ def test_serve_refuses_numbers_out_of_range(option: str, value: str, needle: str
 
 def test_os_errors_keep_their_own_words() -> None:
     """Item 23: "error: FileNotFoundError", without the file it was about."""
+    from kenning.cli import os_error_line
+
     assert os_error_line(FileNotFoundError(2, "No such file or directory", "/x/y.parquet")) == (
         "No such file or directory: /x/y.parquet"
     )

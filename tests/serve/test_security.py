@@ -17,7 +17,7 @@ import numpy as np
 
 from kenning.index import store
 from kenning.index.store import GalleryIndex
-from kenning.serve.app import ServeSettings, public_message
+from kenning.serve.app import ServeSettings
 from tests.hostile.conftest import cli
 from tests.hostile.corpus import png_of_zeros
 from tests.serve.conftest import TOKEN, running
@@ -144,6 +144,8 @@ def test_errors_name_no_server_path_and_huge_ids_are_refused(index_copy: Path, l
         gone = httpx.delete(f"{url}/identities/{label}", headers=AUTH)
     assert gone.status_code == 422 and "is damaged" in gone.json()["error"]
     assert str(index_copy.parent) not in gone.text and "/" not in gone.json()["error"], gone.text
+    from kenning.serve.app import public_message
+
     faiss = (
         "Error in virtual faiss::Index* faiss::read_index(IOReader*, int) at /project/faiss/impl/index_read.cpp:42: x"
     )
