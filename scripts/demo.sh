@@ -18,7 +18,8 @@ k eval --index "$OUT/index-untrained" --data "$OUT/data" --report "$OUT/eval-unt
 
 echo "== training"
 k train-embed --data "$OUT/data" --out "$OUT/model" -c configs/cpu-quick.yaml --set train.cache_dir="$OUT/feature-cache"
-k build-index --model "$OUT/model" --data "$OUT/data" --split test --out "$OUT/index" -c configs/cpu-quick.yaml --local sift
+# --replace: a rerun rebuilds the demo's own index, dropping the enrolment made below
+k build-index --model "$OUT/model" --data "$OUT/data" --split test --out "$OUT/index" -c configs/cpu-quick.yaml --local sift --replace
 
 echo "== query a gallery landmark, and a non-landmark photo"
 k query "$OUT/data/images/test/landmark_070/1.jpg" "$OUT/data/images/test/distractors/0.jpg" --index "$OUT/index"
