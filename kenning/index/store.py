@@ -562,8 +562,7 @@ class Forgotten:
     """What `forget` removed."""
 
     count: int  # images removed
-    orphans: list[str]  # source paths of removed images that no live image names any more
-    photos_deleted: list[str] = field(default_factory=list)  # kept uploads deleted with them (see photos.py)
+    photos_deleted: list[str]  # names of the kept uploads deleted with them (see photos.py)
 
 
 def forget(
@@ -602,9 +601,9 @@ def forget(
             count=manifest.count - int(hit.sum()),
         )
         paths = live["path"].to_numpy(dtype=object)
-        orphans = sorted(set(paths[hit]) - set(paths[~hit]) - {""})
+        orphans = sorted(set(paths[hit]) - set(paths[~hit]) - {""})  # no live image names them any more
         deleted = delete_kept(photos_dir, orphans) if photos_dir is not None else []
-    return Forgotten(int(hit.sum()), orphans, deleted)
+    return Forgotten(int(hit.sum()), deleted)
 
 
 def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:

@@ -242,3 +242,13 @@ def test_a_page_on_another_origin_cannot_write_in_a_browser(index_copy: Path, lo
         assert _labels(url, "intruder") == 0
     refused = [line for line in metrics.splitlines() if 'method="POST"' in line and 'status="403"' in line]
     assert refused and sum(float(line.split()[-1]) for line in refused) >= 2, metrics
+
+
+def test_the_host_names_a_service_answers_to_follow_where_it_listens() -> None:
+    from kenning.serve.app import serve_settings
+
+    assert serve_settings("127.0.0.1", 8000, None, 20, []).allowed_hosts == ["localhost", "127.0.0.1", "::1"]
+    assert serve_settings("0.0.0.0", 8000, "t", 20, []).allowed_hosts == ["*"]  # the token guards every write
+    named = serve_settings("10.0.0.5", 8000, "t", 20, [], allowed_hosts=["kenning.lan"])
+    assert named.allowed_hosts == ["10.0.0.5", "kenning.lan"] and not named.token_read
+    assert serve_settings("::1", 8000, "t", 20, [], token_read=True).token_read
