@@ -46,9 +46,9 @@ from kenning.embeddings.checkpoint import load_model
 from kenning.embeddings.inference import embed_paths, manifest_transform
 from kenning.embeddings.train import train_embedding
 from kenning.embeddings.training_state import seed_everything
-from kenning.eval.metrics import answer_metrics
 from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
+from kenning.metrics.answers import answer_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

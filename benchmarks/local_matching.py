@@ -28,8 +28,8 @@ from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.embeddings.train import train_embedding
 from kenning.eval.evaluate import EvalResult, evaluate
-from kenning.eval.metrics import map_at_k
 from kenning.eval.protocols import run_protocol
+from kenning.metrics.retrieval import map_at_k
 from kenning.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parent.parent

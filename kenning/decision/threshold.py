@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kenning.decision.voting import RankedLabels, place_unknown
-from kenning.eval.metrics import answer_metrics
+from kenning.metrics.answers import answer_metrics
 
 OBJECTIVES = ("map@5", "gap", "far")
 

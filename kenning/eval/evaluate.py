@@ -22,13 +22,8 @@ from kenning.data.splits import sighting_key
 from kenning.decision.fusion import pairs
 from kenning.decision.voting import RankedLabels
 from kenning.errors import KenningError
-from kenning.eval.metrics import (
-    answer_metrics,
-    average_precision_at_k,
-    recall_at_k,
-    retrieval_precision,
-    top_confidence,
-)
+from kenning.metrics.answers import answer_metrics, top_confidence
+from kenning.metrics.retrieval import average_precision_at_k, recall_at_k, retrieval_precision
 
 if TYPE_CHECKING:
     from kenning.recognizer import Recognizer

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kenning.errors import KenningError
-from kenning.eval.metrics import global_average_precision, map_at_k
 from kenning.eval.submission import FORMATS
+from kenning.metrics.retrieval import global_average_precision, map_at_k
 from kenning.paths import require_file
 
 COLUMNS = {  # (submission, solution) header of each format

@@ -10,9 +10,9 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from kenning.decision.voting import rank_labels
-from kenning.eval.metrics import map_at_k, recall_at_k, retrieval_precision
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.topk import select_top
+from kenning.metrics.retrieval import map_at_k, recall_at_k, retrieval_precision
 
 
 def leave_one_out(

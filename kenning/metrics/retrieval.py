@@ -1,13 +1,11 @@
-"""Kaggle-exact MAP@5 (Humpback Whale Identification) and GAP (Google Landmark Recognition), Recall@K."""
+"""Kaggle-exact MAP@5 (Humpback Whale Identification) and GAP (Google Landmark Recognition), Recall@K,
+R-precision and mAP@R."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-
-from kenning.decision.voting import Prediction
-from kenning.eval.open_set import false_accept_rate, known_unknown_auroc
 
 
 def average_precision_at_k(actual: str, predicted: Sequence[str], k: int = 5) -> float:
@@ -92,36 +90,3 @@ def retrieval_precision(neighbour_labels: np.ndarray, actual: Sequence[str], rel
         "r_precision": float((hit_r.sum(axis=1) / r).mean()),
         "map@r": float(((precision_at * hit_r).sum(axis=1) / r).mean()),
     }
-
-
-def answer_metrics(
-    actual: np.ndarray,
-    known: np.ndarray,
-    predictions: Sequence[Prediction],
-    query_ids: Sequence[str],
-    unknown_label: str,
-    threshold: float | None,
-) -> dict[str, float | None]:
-    """The figures of a system's answers, whatever produced them (k-NN voting, a classifier, a rule):
-    Kaggle MAP@5 and GAP (the first answer, no prediction when it is unknown), accuracy on known and
-    on unknown queries, AUROC of the best-match score and the false-accept rate at `threshold`."""
-    top = np.array([p.labels[0] if p.labels else unknown_label for p in predictions], dtype=object)
-    best = np.array([p.best_similarity for p in predictions], dtype=np.float64)
-    return {
-        "map@5": map_at_k(list(actual), [p.labels for p in predictions]),
-        "gap": global_average_precision(
-            [a if k else None for a, k in zip(actual, known, strict=True)],
-            [None if t == unknown_label else t for t in top],
-            [top_confidence(p) for p in predictions],
-            query_ids,
-        ),
-        "known_accuracy": float(np.mean(top[known] == actual[known])) if known.any() else None,
-        "unknown_accuracy": float(np.mean(top[~known] == unknown_label)) if (~known).any() else None,
-        "auroc_known_vs_unknown": known_unknown_auroc(best, known),
-        "false_accept_rate": false_accept_rate(best, known, threshold),
-    }
-
-
-def top_confidence(prediction: Prediction) -> float:
-    conf = prediction.confidences[0] if prediction.confidences else None
-    return 0.0 if conf is None else conf

@@ -3,16 +3,16 @@ import pytest
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-from kenning.eval.metrics import (
+from kenning.index.faiss_index import FaissIndex
+from kenning.index.topk import select_top
+from kenning.metrics.open_set import false_accept_rate, known_unknown_auroc
+from kenning.metrics.retrieval import (
     average_precision_at_k,
     global_average_precision,
     map_at_k,
     recall_at_k,
     retrieval_precision,
 )
-from kenning.eval.open_set import false_accept_rate, known_unknown_auroc
-from kenning.index.faiss_index import FaissIndex
-from kenning.index.topk import select_top
 
 
 @pytest.mark.parametrize(
