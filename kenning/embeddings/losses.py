@@ -1,8 +1,10 @@
-"""Loss factory over pytorch-metric-learning: ArcFace family, triplet and contrastive, alone or combined."""
+"""Loss factory over pytorch-metric-learning: ArcFace family, triplet and contrastive, alone or combined,
+each chosen by name from a registry (`CLASSIFICATION_LOSSES`, `PAIRWISE_LOSSES`, `MINERS`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,24 +15,22 @@ from torch import nn
 from kenning.config import LossConfig
 from kenning.errors import KenningError
 
-CLASSIFICATION = ("arcface", "subcenter_arcface")  # these own per-class parameters
-PAIRWISE = ("triplet", "contrastive")
-
 
 def parse_loss_spec(spec: str) -> dict[str, float]:
     """'subcenter_arcface+triplet:0.5' -> {'subcenter_arcface': 1.0, 'triplet': 0.5}."""
     terms: dict[str, float] = {}
+    known = [*CLASSIFICATION_LOSSES, *PAIRWISE_LOSSES]
     for part in spec.replace(" ", "").split("+"):
         name, _, weight = part.partition(":")
-        if name not in CLASSIFICATION + PAIRWISE:
-            raise KenningError(f"unknown loss '{name}' in '{spec}'; choose from {', '.join(CLASSIFICATION + PAIRWISE)}")
+        if name not in known:
+            raise KenningError(f"unknown loss '{name}' in '{spec}'; choose from {', '.join(known)}")
         if name in terms:
             raise KenningError(f"loss '{name}' appears twice in '{spec}'")
         try:
             terms[name] = float(weight) if weight else 1.0
         except ValueError:
             raise KenningError(f"loss weight '{weight}' in '{spec}' is not a number") from None
-    if sum(n in CLASSIFICATION for n in terms) > 1:
+    if sum(n in CLASSIFICATION_LOSSES for n in terms) > 1:
         raise KenningError(f"'{spec}' combines two ArcFace losses; use one")
     return terms
 
@@ -76,26 +76,50 @@ class DynamicSubCenterArcFaceLoss(_PerClassMargin, losses.SubCenterArcFaceLoss):
     pass
 
 
-def _classification_loss(name: str, cfg: LossConfig, class_counts: np.ndarray, dim: int) -> nn.Module:
-    kwargs = {"num_classes": len(class_counts), "embedding_size": dim, "margin": cfg.margin, "scale": cfg.scale}
-    if name == "subcenter_arcface":
-        kwargs["sub_centers"] = cfg.sub_centers
-    if not cfg.dynamic_margin:
-        return losses.SubCenterArcFaceLoss(**kwargs) if name == "subcenter_arcface" else losses.ArcFaceLoss(**kwargs)
-    loss = DynamicSubCenterArcFaceLoss(**kwargs) if name == "subcenter_arcface" else DynamicArcFaceLoss(**kwargs)
-    margins = np.radians(dynamic_margins(class_counts, cfg.margin_min, cfg.margin_max))
-    loss.register_buffer("class_margins", torch.tensor(margins, dtype=torch.float32))
-    return loss
+LossBuilder = Callable[[LossConfig, np.ndarray, int], nn.Module]  # (settings, images per class, embedding size)
+
+
+def _arcface(plain: type[nn.Module], dynamic: type[nn.Module], *settings: str) -> LossBuilder:
+    """A builder of an ArcFace-family loss, with per-class margins when `loss.dynamic_margin`;
+    `settings`: the LossConfig fields it takes beyond margin and scale, under the same names."""
+
+    def build(cfg: LossConfig, class_counts: np.ndarray, dim: int) -> nn.Module:
+        kwargs = {"num_classes": len(class_counts), "embedding_size": dim, "margin": cfg.margin, "scale": cfg.scale}
+        kwargs.update({key: getattr(cfg, key) for key in settings})
+        if not cfg.dynamic_margin:
+            return plain(**kwargs)
+        loss = dynamic(**kwargs)
+        margins = np.radians(dynamic_margins(class_counts, cfg.margin_min, cfg.margin_max))
+        loss.register_buffer("class_margins", torch.tensor(margins, dtype=torch.float32))
+        return loss
+
+    return build
+
+
+# name -> builder: a new loss is one builder (and its settings in LossConfig) and one line here.
+# Classification losses own per-class parameters (and only one of them may be in a mix); pairwise
+# ones take the miner's pairs or triplets.
+CLASSIFICATION_LOSSES: dict[str, LossBuilder] = {
+    "arcface": _arcface(losses.ArcFaceLoss, DynamicArcFaceLoss),
+    "subcenter_arcface": _arcface(losses.SubCenterArcFaceLoss, DynamicSubCenterArcFaceLoss, "sub_centers"),
+}
+PAIRWISE_LOSSES: dict[str, LossBuilder] = {
+    "triplet": lambda cfg, counts, dim: losses.TripletMarginLoss(margin=cfg.triplet_margin),
+    # Siamese pairs; triplets from a miner are split into their pairs
+    "contrastive": lambda cfg, counts, dim: losses.ContrastiveLoss(
+        pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin
+    ),
+}
+MINERS: dict[str, Callable[[LossConfig], nn.Module | None]] = {
+    "batch_hard": lambda cfg: miners.BatchHardMiner(),
+    "multi_similarity": lambda cfg: miners.MultiSimilarityMiner(),
+    "semihard": lambda cfg: miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard"),
+    "none": lambda cfg: None,
+}
 
 
 def create_miner(cfg: LossConfig) -> nn.Module | None:
-    if cfg.miner == "batch_hard":
-        return miners.BatchHardMiner()
-    if cfg.miner == "multi_similarity":
-        return miners.MultiSimilarityMiner()
-    if cfg.miner == "semihard":
-        return miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
-    return None
+    return MINERS[cfg.miner](cfg)
 
 
 def create_loss(
@@ -112,13 +136,10 @@ def create_loss(
     built: dict[str, nn.Module] = {}
     mined: dict[str, nn.Module] = {}
     for name in terms:
-        if name in CLASSIFICATION:
-            built[name] = _classification_loss(name, cfg, class_counts, embedding_dim)
+        if name in CLASSIFICATION_LOSSES:
+            built[name] = CLASSIFICATION_LOSSES[name](cfg, class_counts, embedding_dim)
             continue
-        if name == "triplet":
-            built[name] = losses.TripletMarginLoss(margin=cfg.triplet_margin)
-        else:  # contrastive: Siamese pairs; triplets from a miner are split into their pairs
-            built[name] = losses.ContrastiveLoss(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin)
+        built[name] = PAIRWISE_LOSSES[name](cfg, class_counts, embedding_dim)
         miner = create_miner(cfg)
         if distributed:
             built[name] = DistributedLossWrapper(built[name])

@@ -72,3 +72,13 @@ def test_every_loss_gives_a_gradient_and_its_state_round_trips(spec: str, miner:
         assert torch.equal(a, b), name
     has_centres = "arcface" in spec
     assert (sum(p.numel() for p in loss_fn.parameters()) > 0) == has_centres
+
+
+def test_the_registries_are_what_the_config_accepts() -> None:
+    """A loss or miner added to its registry is one the config and the CLI accept, and no other."""
+    from kenning.config import CHOICES
+    from kenning.embeddings.losses import CLASSIFICATION_LOSSES, MINERS, PAIRWISE_LOSSES
+
+    assert set(MINERS) == set(CHOICES["loss.miner"])
+    for name in [*CLASSIFICATION_LOSSES, *PAIRWISE_LOSSES]:
+        assert parse_loss_spec(name) == {name: 1.0}
