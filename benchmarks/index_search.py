@@ -243,7 +243,7 @@ def enroll_latency(base: np.ndarray, real: np.ndarray, args: argparse.Namespace)
     from kenning.config import IndexConfig
     from kenning.embeddings.checkpoint import load_model
     from kenning.index import store
-    from kenning.index.store import GalleryIndex
+    from kenning.index.gallery import GalleryIndex
 
     _, manifest = load_model(args.model)
     n = len(base)

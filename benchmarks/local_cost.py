@@ -30,7 +30,7 @@ from kenning.build import build_index
 from kenning.config import IndexConfig, LocalConfig
 from kenning.data.readers import read_dataset, select_split
 from kenning.index.backend import create_index
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
 from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
 from kenning.local.foreground import Foreground

@@ -129,7 +129,7 @@ def build_in_memory(embeddings: Path, out: Path, index_type: str) -> None:
     """Every vector in one array first, then one add: the build from images, without the images."""
     from kenning.config import IndexConfig
     from kenning.embeddings.shards import EmbeddingSet
-    from kenning.index.store import GalleryIndex
+    from kenning.index.gallery import GalleryIndex
 
     folder = EmbeddingSet(embeddings)
     rows = folder.table("gallery")
@@ -149,7 +149,7 @@ def build_in_memory(embeddings: Path, out: Path, index_type: str) -> None:
 def sweep(index_dir: Path, embeddings: Path) -> list[dict]:
     """recall@10 against exact search and batched queries/s of each nprobe, on the streamed index."""
     from kenning.embeddings.shards import EmbeddingSet
-    from kenning.index.store import GalleryIndex
+    from kenning.index.gallery import GalleryIndex
     from kenning.index.tuning import exact_top_ids, measure
 
     index = GalleryIndex.load(index_dir)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kenning.index.manifest import GENERATION_FILE, read_index_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 64
 BASE = 2000
@@ -97,7 +99,7 @@ def worker(index_dir: Path, log_path: Path, w: int) -> None:
 def make_index(index_dir: Path) -> None:
     from kenning.config import IndexConfig
     from kenning.embeddings.checkpoint import ModelManifest
-    from kenning.index.store import GalleryIndex
+    from kenning.index.gallery import GalleryIndex
 
     model = ModelManifest("soak", 8, [0.5] * 3, [0.5] * 3, DIM, DIM, 3.0, fingerprint="soak")
     index = GalleryIndex.new(model, "/nowhere", IndexConfig(), size=BASE)
@@ -111,7 +113,7 @@ def make_index(index_dir: Path) -> None:
 def verify(index_dir: Path, logs: list[Path]) -> dict:
     from kenning.atomic import ANY_TEMPORARY
     from kenning.index import store
-    from kenning.index.store import GalleryIndex
+    from kenning.index.gallery import GalleryIndex
 
     temporaries_before = sorted(p.name for p in index_dir.iterdir() if ANY_TEMPORARY.match(p.name))
     index = GalleryIndex.load(index_dir)
@@ -153,12 +155,12 @@ def verify(index_dir: Path, logs: list[Path]) -> dict:
         "enrolled vectors intact": vector_mismatch == 0,
     }
     store.enroll(index_dir, vector(99, 0), ["final"], ["final"], [""])  # one more commit sweeps
-    m = store.read_index_manifest(index_dir)
+    m = read_index_manifest(index_dir)
     named = {m.base_file, m.base_table, m.delta_file, m.removed_file}
     left = sorted(
         p.name
         for p in index_dir.iterdir()
-        if ANY_TEMPORARY.match(p.name) or (store.GENERATION_FILE.match(p.name) and p.name not in named)
+        if ANY_TEMPORARY.match(p.name) or (GENERATION_FILE.match(p.name) and p.name not in named)
     )
     checks["no temporary or unnamed generation file after the next commit"] = not left
     return {

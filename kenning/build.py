@@ -34,7 +34,8 @@ from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError, warn
 from kenning.index import store
 from kenning.index.faiss_index import FaissIndex
-from kenning.index.store import GalleryIndex
+from kenning.index.files import claim_for_build
+from kenning.index.gallery import GalleryIndex
 from kenning.index.tuning import TUNING_QUERIES, exact_top_ids, tune_search_params
 from kenning.recognizer import Matches, Recognizer, StoredReader
 
@@ -69,9 +70,9 @@ def build_index(
     """Embed the labelled gallery images (and extract their local features when `local.method` is
     not none), index them (type chosen by size unless given), fit the fusion and calibrate the
     unknown threshold (unless given, or not `calibrate`: a closed-set evaluation), save to `out`.
-    Over an existing index only when that loses nothing, or with `replace` (`store.claim_for_build`).
+    Over an existing index only when that loses nothing, or with `replace` (`claim_for_build`).
     Returns the index and the calibration of its default path."""
-    first_id = store.claim_for_build(out, replace)  # before hours of embedding, not after
+    first_id = claim_for_build(out, replace)  # before hours of embedding, not after
     local_on = local is not None and local.method != "none"
     model, manifest = load_model(model_dir)
     thresholds = cfg.threshold is None and calibrate
@@ -116,7 +117,7 @@ def build_index_from_embeddings(
 ) -> tuple[GalleryIndex, Calibration | None]:
     """`build_index` from a folder `kenning embed` wrote, without the model: the same index and
     threshold as from the images, built chunk by chunk."""
-    first_id = store.claim_for_build(out, replace)
+    first_id = claim_for_build(out, replace)
     vectors = EmbeddingSet(embeddings)
     if vectors.manifest.flip_tta != cfg.flip_tta:
         said = "with" if vectors.manifest.flip_tta else "without"

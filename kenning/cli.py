@@ -512,8 +512,8 @@ def forget(
     """Remove identities or single images from an index; queries stop returning them at once. Each
     --label and --id must be in the index (a typo removes nothing). The photos `serve` kept for them
     are deleted too, unless another image still uses them."""
+    from kenning.index.manifest import read_index_manifest
     from kenning.index.store import forget as forget_images
-    from kenning.index.store import read_index_manifest
     from kenning.photos import default_photos_dir
 
     if not label and not image_id:

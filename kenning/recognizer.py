@@ -29,7 +29,8 @@ from kenning.embeddings.model import EmbeddingNet
 from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError
 from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import IndexManifest, check_model, read_index_manifest
 from kenning.labels import check_label
 from kenning.local.featureset import LocalFeatures
 from kenning.local.lnbnn import LnbnnMatcher, LocalScores
@@ -71,11 +72,11 @@ class Reader:
         self,
         model: EmbeddingNet,
         model_manifest: ModelManifest,
-        index_manifest: store.IndexManifest,
+        index_manifest: IndexManifest,
         batch_size: int = 32,
         progress: bool = True,
     ):
-        store.check_model(index_manifest, model_manifest)
+        check_model(index_manifest, model_manifest)
         self.model = model.to(select_device())
         self.transform = manifest_transform(model_manifest)
         self.flip_tta = index_manifest.flip_tta
@@ -178,7 +179,7 @@ class Recognizer:
             raise KenningError("only an index saved in a directory can be refreshed")
         index = copy.copy(self.index)
         index.refresh(self.index_dir)
-        store.check_model(index.manifest, self.model_manifest)
+        check_model(index.manifest, self.model_manifest)
         other = copy.copy(self)
         other.index, other._matcher, other._matcher_lock = index, None, threading.Lock()
         other._previous_matcher = self._matcher  # reused by the matcher only if the base is unchanged
@@ -337,7 +338,7 @@ class Recognizer:
         return _enroll_probes(self.index_dir, probes, paths, label, image_ids)
 
 
-def _fusion_of(manifest: store.IndexManifest) -> Fusion | None:
+def _fusion_of(manifest: IndexManifest) -> Fusion | None:
     """The index's calibrated fusion; its parts must be those its local settings produce."""
     if not manifest.fusion.get("calibrators"):
         return None
@@ -393,14 +394,14 @@ def enroll_images(
 ) -> EnrollResult:
     """`enroll` without loading the gallery (gigabytes at a million images): only the model, the
     manifest and, for an index that matches them, the local-feature extractor."""
-    manifest = store.read_index_manifest(Path(index_dir))
+    manifest = read_index_manifest(Path(index_dir))
     label = _check_label(label, manifest.unknown_label)
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
     return _enroll_probes(Path(index_dir), probes, paths, label, image_ids)
 
 
-def index_model_dir(index_dir: Path, manifest: store.IndexManifest) -> str:
+def index_model_dir(index_dir: Path, manifest: IndexManifest) -> str:
     """The model an index was built with: where it was, or where it is relative to the index
     (the two folders moved together); the fingerprint check catches any other model."""
     if os.path.exists(manifest.model_dir) or not manifest.model_dir_relative:

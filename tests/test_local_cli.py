@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
 from tests.conftest import build_local_index, untrained_model
 from tests.hostile.conftest import assert_refused, cli
 

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
+import kenning.recognizer as recognizer_module
 from kenning.build import build_index
 from kenning.data.readers import read_dataset, select_split
-from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index import files, gallery
+from kenning.index.gallery import GalleryIndex
 from kenning.recognizer import Recognizer
 from tests.conftest import small_config
 
@@ -60,7 +61,8 @@ def test_warm_queries_read_nothing_from_the_index_again(
 
     for module, name in [(faiss, "read_index"), (pq, "read_table"), (pd, "read_parquet"), (torch, "load")]:
         monkeypatch.setattr(module, name, no_io)
-    monkeypatch.setattr(store, "read_index_manifest", no_io)
+    for module in (gallery, files, recognizer_module):  # each holds the name it imported
+        monkeypatch.setattr(module, "read_index_manifest", no_io)
     for _ in range(3):
         again = recognizer.query([str(image)])[0]
         assert again.labels == first.labels

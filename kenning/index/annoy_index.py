@@ -1,7 +1,7 @@
 """Annoy backend (angular distance): a forest of random-projection trees built on disk and
 memory-mapped on load, so several processes share one copy of a large gallery in the page cache.
 
-Annoy cannot add or remove items once built; the gallery store (store.py) keeps enrolments in
+Annoy cannot add or remove items once built; the gallery (gallery.py, store.py) keeps enrolments in
 a small exact side index and removals as tombstones until `build-index --compact` rebuilds.
 Annoy numbers items 0..n-1; the gallery ids of those items are kept in `<file>.ids.npy`.
 """

@@ -1,6 +1,6 @@
 """The interface every vector backend offers, and the factory that picks one by name.
 
-A backend holds the bulk of the gallery (built once, then searched); the store (store.py) adds
+A backend holds the bulk of the gallery (built once, then searched); the gallery (gallery.py, store.py) adds
 enrolments beside it and tombstones for removals, so a backend that cannot add or remove after
 building (Annoy, FAISS HNSW) still serves a catalogue that changes daily.
 """

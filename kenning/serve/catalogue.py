@@ -21,6 +21,7 @@ import numpy as np
 
 from kenning import photos
 from kenning.index import store
+from kenning.index.manifest import read_index_manifest
 from kenning.recognizer import Matches, Recognizer
 from kenning.serve.uploads import Refused, Upload, check_url_label, thumbnail
 
@@ -54,10 +55,10 @@ class ServedIndex:
         index rebuilt in its folder (a new uid) is opened anew, model included: its ids, labels and
         model may all differ from the one served so far."""
         recognizer = self._recognizer
-        if store.read_index_manifest(self.index_dir).generation == recognizer.index.manifest.generation:
+        if read_index_manifest(self.index_dir).generation == recognizer.index.manifest.generation:
             return recognizer
         with self._swap:
-            manifest = store.read_index_manifest(self.index_dir)
+            manifest = read_index_manifest(self.index_dir)
             served = self._recognizer.index.manifest
             if manifest.uid != served.uid:
                 self._recognizer = Recognizer.open(self.index_dir, self.model_dir, progress=False)

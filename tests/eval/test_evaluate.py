@@ -13,7 +13,7 @@ from kenning.eval.evaluate import evaluate
 from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
 from kenning.eval.retrieval import leave_one_out
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
 from kenning.recognizer import Recognizer
 from tests.conftest import small_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import read_index_manifest
 from tests.hostile.conftest import assert_refused, cli, snapshot
 from tests.hostile.corpus import LOOK_ALIKE_LABELS, NFC_LABEL, NFD_LABEL, Corpus, batch_folder
 
@@ -88,7 +88,7 @@ def test_a_typo_among_the_images_to_forget_removes_nothing(corpus: Corpus, index
     assert snapshot(index_copy) == before
     run = cli("forget", "--index", index_copy, "--label", "newcomer", "--label", "nobody")
     assert_refused(run, "no label 'nobody'", "nothing was forgotten")
-    assert store.read_index_manifest(index_copy).count == GalleryIndex.load(index_copy).manifest.count
+    assert read_index_manifest(index_copy).count == GalleryIndex.load(index_copy).manifest.count
 
 
 def test_a_short_landmark_id_is_one_line(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import read_index_manifest
 from tests.hostile.conftest import assert_refused, cli, snapshot
 from tests.hostile.corpus import Corpus
 
@@ -81,7 +82,7 @@ def test_same_bytes_again_is_a_noop_under_its_label_and_refused_under_another(
     copy = tmp_path / "renamed.jpg"
     shutil.copy(corpus.good[2], copy)
     assert cli("enroll", corpus.good[2], "--index", index_copy, "--label", "whale_C").exit_code == 0
-    count = store.read_index_manifest(index_copy).count
+    count = read_index_manifest(index_copy).count
     before = snapshot(index_copy)
 
     run = cli("enroll", copy, "--index", index_copy, "--label", "whale_C")  # same bytes, another name
@@ -96,7 +97,7 @@ def test_same_bytes_again_is_a_noop_under_its_label_and_refused_under_another(
         "enroll", corpus.good[3], corpus.good[3], "--index", index_copy, "--label", "whale_E"
     )  # twice in one call
     assert run.exit_code == 0 and "enrolled 1 of 2" in run.stdout and "notice:" in run.stdout
-    assert store.read_index_manifest(index_copy).count == count + 1
+    assert read_index_manifest(index_copy).count == count + 1
 
 
 def _killed_mid_write(directory: str) -> None:

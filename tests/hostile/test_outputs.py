@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import read_index_manifest
 from tests.hostile.conftest import assert_refused, cli, snapshot
 from tests.hostile.corpus import Corpus
 
@@ -36,7 +36,7 @@ def test_a_rebuild_refuses_to_drop_enrolments_and_never_reuses_ids(
 ) -> None:
     """Item 2: before, the rebuild dropped the enrolment and numbered images from 0 again."""
     assert cli("enroll", corpus.good[0], "--index", index_copy, "--label", "newcomer").exit_code == 0
-    old = store.read_index_manifest(index_copy)
+    old = read_index_manifest(index_copy)
     before = snapshot(index_copy)
     build = ["build-index", "--model", trained_model, "--data", demo_dir, "--split", "test", "--out", index_copy]
     assert_refused(cli(*build), "1 enrolment(s)", "--replace")

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from kenning.index import store
+from kenning.index.manifest import MANIFEST
 from tests.hostile.conftest import assert_refused, cli, snapshot
 from tests.hostile.corpus import TAMPERED_INDEX_MANIFEST, TAMPERED_MODEL_MANIFEST, Corpus
 
 
 def _manifest(index: Path) -> dict:
-    return json.loads((index / store.MANIFEST).read_text())
+    return json.loads((index / MANIFEST).read_text())
 
 
 def _write_manifest(index: Path, manifest: dict) -> None:
-    (index / store.MANIFEST).write_text(json.dumps(manifest))
+    (index / MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("key", sorted(TAMPERED_INDEX_MANIFEST))

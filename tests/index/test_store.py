@@ -15,8 +15,10 @@ import pytest
 from kenning.config import IndexConfig
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError
-from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index import files, store
+from kenning.index.files import claim_for_build
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import GENERATION_FILE, MANIFEST, read_index_manifest
 
 DIM = 16
 # Annoy inspecting every node (search_k) is exact, so answers can be compared across rebuilds.
@@ -52,7 +54,7 @@ def _index(backend: str = "faiss", index_type: str = "auto", n: int = 40, first_
 
 
 def _generation_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if store.GENERATION_FILE.match(p.name))
+    return sorted(p.name for p in directory.iterdir() if GENERATION_FILE.match(p.name))
 
 
 def _top_labels(index: GalleryIndex, queries: np.ndarray, k: int = 3) -> list[list[str]]:
@@ -120,7 +122,7 @@ def test_crash_before_commit_leaves_previous_index(tmp_path: Path, monkeypatch: 
     def killed(*args, **kwargs):
         raise OSError("killed")
 
-    monkeypatch.setattr(store, "atomic_write_json", killed)  # new files written, the manifest rename never happens
+    monkeypatch.setattr(files, "atomic_write_json", killed)  # new files written, the manifest rename never happens
     with pytest.raises(OSError, match="killed"):
         store.enroll(tmp_path, _unit(1, 5), ["x"], ["z"], ["/p/x.jpg"])
     with pytest.raises(OSError, match="killed"):
@@ -178,7 +180,7 @@ def test_manifest_is_checked_on_load(tmp_path: Path) -> None:
     import json
 
     _index().save(tmp_path)
-    manifest_path = tmp_path / store.MANIFEST
+    manifest_path = tmp_path / MANIFEST
     good = json.loads(manifest_path.read_text())
     for change, message in [
         ({"count": 39}, "manifest says 39"),
@@ -219,16 +221,16 @@ def test_a_rebuild_keeps_what_users_did_and_never_reuses_ids(tmp_path: Path) -> 
     """Issue 20 item 2: a rebuild over an index with enrolments or forgotten images is refused
     without `replace`; ids continue after the old index's; a build whose ids clash is refused."""
     _index().save(tmp_path)
-    assert store.claim_for_build(tmp_path) == 40  # nothing would be lost: allowed, ids go on from 40
+    assert claim_for_build(tmp_path) == 40  # nothing would be lost: allowed, ids go on from 40
     store.enroll(tmp_path, _unit(1, 3), ["x"], ["z"], [""])
     with pytest.raises(KenningError, match=r"1 enrolment.*0 forgotten.*--replace"):
-        store.claim_for_build(tmp_path)
+        claim_for_build(tmp_path)
     with pytest.raises(KenningError, match="1 enrolment"):
         _index(first_id=41).save(tmp_path)  # checked again under the lock, at the commit
     with pytest.raises(KenningError, match="gave out image ids this build also uses"):
         _index().save(tmp_path, replace=True)  # ids 0..39 were given out
-    uid = store.read_index_manifest(tmp_path).uid
-    assert store.claim_for_build(tmp_path, replace=True) == 41
+    uid = read_index_manifest(tmp_path).uid
+    assert claim_for_build(tmp_path, replace=True) == 41
     _index(first_id=41).save(tmp_path, replace=True)
     rebuilt = GalleryIndex.load(tmp_path)
     assert rebuilt.manifest.uid != uid and rebuilt.base_table["id"].min() == 41 and len(rebuilt) == 40

@@ -11,8 +11,9 @@ import pytest
 
 from kenning.config import IndexConfig, LocalConfig
 from kenning.errors import KenningError
-from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index import files, store
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import GENERATION_FILE
 from kenning.local.featureset import LocalFeatures
 from tests.index.test_store import _model, _unit
 
@@ -74,7 +75,7 @@ def test_enrol_forget_compact_keep_the_local_store_with_the_images(tmp_path: Pat
     assert len(compacted.delta.table) == 0 and len(compacted.removed) == 0
     index = _consistent(tmp_path)
     assert len(index) == 18
-    names = {p.name for p in tmp_path.iterdir() if store.GENERATION_FILE.match(p.name)}
+    names = {p.name for p in tmp_path.iterdir() if GENERATION_FILE.match(p.name)}
     m = index.manifest
     assert names == {m.base_file, m.base_table, m.delta_file, m.removed_file, m.local_base_file, m.local_delta_file}
 
@@ -94,7 +95,7 @@ def test_crash_before_commit_leaves_local_store_of_the_previous_index(
     def killed(*args, **kwargs):
         raise OSError("killed")
 
-    monkeypatch.setattr(store, "atomic_write_json", killed)
+    monkeypatch.setattr(files, "atomic_write_json", killed)
     with pytest.raises(OSError, match="killed"):
         store.enroll(tmp_path, _unit(1, 5), ["new200"], ["z"], [""], local=[_features(200)])
     with pytest.raises(OSError, match="killed"):

@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 
 from kenning.index import store
-from kenning.index.store import GalleryIndex
+from kenning.index.gallery import GalleryIndex
+from kenning.index.manifest import read_index_manifest
 from kenning.serve.app import ServeSettings
 from tests.hostile.conftest import cli
 from tests.hostile.corpus import png_of_zeros
@@ -139,7 +140,7 @@ def test_errors_name_no_server_path_and_huge_ids_are_refused(index_copy: Path, l
             assert httpx.get(f"{url}/images/{too_big}/thumbnail").status_code == 422
             assert httpx.delete(f"{url}/images/{too_big}", headers=AUTH).status_code == 422
         label = httpx.get(f"{url}/identities").json()["identities"][0]["label"]
-        base = index_copy / store.read_index_manifest(index_copy).base_file
+        base = index_copy / read_index_manifest(index_copy).base_file
         base.write_bytes(base.read_bytes()[:-10])  # damaged under the running service
         gone = httpx.delete(f"{url}/identities/{label}", headers=AUTH)
     assert gone.status_code == 422 and "is damaged" in gone.json()["error"]

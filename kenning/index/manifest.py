@@ -1,0 +1,171 @@
+"""An index directory's manifest: what it names and how each value is checked.
+
+Layout (G is a generation number; a manifest names the files of its generation):
+- `base-G.faiss` / `base-G.ann`: the bulk of the gallery, written by `build-index` and `--compact`;
+- `base-G.parquet`: its label table (id, image_id, label, path, enrolled_at, sha256 of the file);
+- `delta-G.parquet`: enrolments since, rows with their vectors (searched exactly in memory);
+- `removed-G.npy`: ids of base entries forgotten since;
+- `local-base-G.npz` / `local-delta-G.npz` (with local matching on): the local features of the base
+  and of the enrolments, by the same ids, so tombstones and compaction apply to both stages;
+- `manifest.json`: model fingerprint, embedding size, backend, counts, threshold, file names and sizes.
+
+The manifest is read as typed data and every value checked; every file it names must be a regular
+file of the size it was committed with, before anything reads it or commits on top of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kenning.atomic import temporary_name
+from kenning.config import LocalConfig, check_value
+from kenning.embeddings.checkpoint import ModelManifest
+from kenning.errors import KenningError, first_line
+from kenning.index.backend import SUFFIX
+from kenning.manifests import read_manifest
+from kenning.paths import path_kind, require_output_dir
+
+FORMAT = "kenning-index/2"
+MANIFEST = "manifest.json"
+_GENERATION = (
+    r"(?:base-\d+\.(?:faiss|ann|ann\.ids\.npy|parquet)|delta-\d+\.parquet|removed-\d+\.npy"
+    r"|local-(?:base|delta)-\d+\.npz)"
+)
+GENERATION_FILE = re.compile(rf"^{_GENERATION}$")  # the only names a commit ever deletes
+TEMPORARY_FILE = temporary_name(rf"{_GENERATION}|manifest\.json")
+OWN_FILE = re.compile(rf"^(?:{_GENERATION}|manifest\.json|index\.lock)$")
+
+
+@dataclass
+class IndexManifest:
+    model_fingerprint: str
+    model_dir: str
+    backbone: str
+    embedding_dim: int
+    backend: str
+    index_type: str
+    search_params: str
+    unknown_label: str
+    k: int
+    power: float
+    flip_tta: bool
+    threshold: float | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    count: int = 0  # images answerable: base - removed + delta
+    next_id: int = 0  # ids are never reused, so a forgotten id cannot come back as another image
+    generation: int = 0
+    base_file: str = ""
+    base_table: str = ""
+    delta_file: str = ""
+    removed_file: str = ""
+    model_dir_relative: str = ""  # model_dir relative to the index: found again when both are moved together
+    local: dict[str, Any] = field(default_factory=dict)  # the LocalConfig its local features were made with; {}: none
+    local_base_file: str = ""
+    local_delta_file: str = ""
+    fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
+    operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
+    uid: str = ""  # made anew by every build: a service notices that its index was rebuilt, not changed
+    file_sizes: dict[str, Any] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
+    format: str = FORMAT
+
+
+def read_index_manifest(directory: Path) -> IndexManifest:
+    """The committed manifest, every value checked: a damaged one is refused in one line, by name."""
+    where = directory / MANIFEST
+    manifest = read_manifest(where, IndexManifest, FORMAT, "index")
+
+    def damaged(what: str) -> KenningError:
+        return KenningError(f"{where} is damaged: {what}")
+
+    for key in ("count", "next_id", "generation"):
+        if getattr(manifest, key) < 0:
+            raise damaged(f"{key} {getattr(manifest, key)} is negative")
+    if manifest.count > manifest.next_id:
+        raise damaged(f"count {manifest.count} exceeds the ids ever given ({manifest.next_id})")
+    if not 1 <= manifest.embedding_dim <= MAX_DIM:
+        raise damaged(f"embedding_dim {manifest.embedding_dim} is not in [1, {MAX_DIM}]")
+    for key in ("threshold", "k", "power", "unknown_label"):
+        try:
+            check_value(f"index.{key}", getattr(manifest, key))
+        except KenningError as exc:
+            raise damaged(str(exc)) from None
+    for key in FILE_FIELDS:
+        name = getattr(manifest, key)
+        required = key not in ("local_base_file", "local_delta_file")
+        if (name or required) and not GENERATION_FILE.match(name):
+            raise damaged(f"{key} {name!r} is not the name of an index file")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in manifest.file_sizes.values()):
+        raise damaged("file_sizes holds something other than byte counts")
+    fused = manifest.fusion.get("threshold")
+    fused_ok = fused is None or (isinstance(fused, int | float) and not isinstance(fused, bool) and 0 <= fused <= 1)
+    if not fused_ok:
+        raise damaged("the fused threshold is not a probability")
+    if manifest.local:
+        try:
+            for key, value in dataclasses.asdict(LocalConfig(**manifest.local)).items():
+                check_value(f"local.{key}", value)
+        except (TypeError, KenningError) as exc:
+            raise damaged(f"local matching settings: {first_line(exc)}") from None
+    if manifest.backend not in SUFFIX or not manifest.base_file.endswith(SUFFIX[manifest.backend]):
+        raise damaged(f"backend {manifest.backend!r} does not match its file {manifest.base_file!r}")
+    return manifest
+
+
+FILE_FIELDS = ("base_file", "base_table", "delta_file", "removed_file", "local_base_file", "local_delta_file")
+MAX_DIM = 65_536
+
+
+def named_files(manifest: IndexManifest) -> list[str]:
+    return [name for name in (getattr(manifest, key) for key in FILE_FIELDS) if name]
+
+
+def check_files(directory: Path, manifest: IndexManifest) -> None:
+    """Every file the manifest names is a regular file of the size it was committed with: a FIFO
+    would block a reader, and a truncated or replaced file is refused before anything reads it or
+    commits on top of it. A missing file raises FileNotFoundError (a concurrent commit may have
+    removed it: `GalleryIndex.load` retries)."""
+    for name in named_files(manifest):
+        path = directory / name
+        kind = path_kind(path)
+        if kind is None:
+            raise FileNotFoundError(2, "missing", str(path))
+        if kind != "a regular file":
+            raise KenningError(f"index {directory} is damaged: {name} is {kind}, not a file")
+        expected = manifest.file_sizes.get(name)
+        size = path.stat().st_size
+        if expected is not None and size != expected:
+            raise KenningError(
+                f"index {directory} is damaged: {name} is {size} bytes, its manifest says {expected} "
+                "(truncated or replaced); rebuild the index or restore it from a backup"
+            )
+
+
+def check_model(manifest: IndexManifest, model: ModelManifest) -> None:
+    """Refuse a model the index was not built with, saying what differs (the full fingerprints)."""
+    if model.fingerprint != manifest.model_fingerprint:
+        raise KenningError(
+            f"index was built with model {manifest.model_fingerprint} ({manifest.model_dir}), "
+            f"not with model {model.fingerprint}: rebuild the index or use its model"
+        )
+    if model.embedding_dim != manifest.embedding_dim:
+        raise KenningError(
+            f"index holds {manifest.embedding_dim}-d vectors but model {model.fingerprint} gives "
+            f"{model.embedding_dim}-d ones (a damaged manifest?): rebuild the index or use its model"
+        )
+
+
+def is_index_dir(directory: Path) -> bool:
+    """A folder holding an index (its manifest must read as one), or only files an index build makes."""
+    if (directory / MANIFEST).exists():
+        read_index_manifest(directory)  # a foreign or damaged manifest is refused, by name
+        return True
+    return all(OWN_FILE.match(p.name) or TEMPORARY_FILE.match(p.name) for p in directory.iterdir())
+
+
+def check_index_dir(directory: str | Path) -> Path:
+    """Where an index may be written: a new or empty folder, or an index (which the write replaces)."""
+    return require_output_dir(directory, "index folder", is_index_dir)
