@@ -558,8 +558,9 @@ def serve(
     import uvicorn
 
     from kenning.photos import default_photos_dir
-    from kenning.serve.app import create_app, serve_settings
+    from kenning.serve.app import create_app
     from kenning.serve.catalogue import ServedIndex
+    from kenning.serve.guard import serve_settings
 
     settings = serve_settings(
         host, port, token, max_upload_mb, cors_origin or [], token_read, allowed_host, max_request_pixels

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from kenning.serve.app import ServeSettings, create_app
+from kenning.serve.app import create_app
 from kenning.serve.catalogue import ServedIndex
+from kenning.serve.guard import ServeSettings
 from tests.conftest import build_local_index
 
 TOKEN = "test-token"

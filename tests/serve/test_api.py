@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from kenning.errors import KenningError
-from kenning.serve.app import ServeSettings, check_exposure
+from kenning.serve.guard import ServeSettings, check_exposure
 from tests.hostile.conftest import assert_refused, cli
 from tests.hostile.corpus import png_of_zeros
 from tests.serve.conftest import TOKEN, running

@@ -18,7 +18,7 @@ import numpy as np
 from kenning.index import store
 from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import read_index_manifest
-from kenning.serve.app import ServeSettings
+from kenning.serve.guard import ServeSettings
 from tests.hostile.conftest import cli
 from tests.hostile.corpus import png_of_zeros
 from tests.serve.conftest import TOKEN, running
@@ -145,7 +145,7 @@ def test_errors_name_no_server_path_and_huge_ids_are_refused(index_copy: Path, l
         gone = httpx.delete(f"{url}/identities/{label}", headers=AUTH)
     assert gone.status_code == 422 and "is damaged" in gone.json()["error"]
     assert str(index_copy.parent) not in gone.text and "/" not in gone.json()["error"], gone.text
-    from kenning.serve.app import public_message
+    from kenning.serve.guard import public_message
 
     faiss = (
         "Error in virtual faiss::Index* faiss::read_index(IOReader*, int) at /project/faiss/impl/index_read.cpp:42: x"
@@ -246,7 +246,7 @@ def test_a_page_on_another_origin_cannot_write_in_a_browser(index_copy: Path, lo
 
 
 def test_the_host_names_a_service_answers_to_follow_where_it_listens() -> None:
-    from kenning.serve.app import serve_settings
+    from kenning.serve.guard import serve_settings
 
     assert serve_settings("127.0.0.1", 8000, None, 20, []).allowed_hosts == ["localhost", "127.0.0.1", "::1"]
     assert serve_settings("0.0.0.0", 8000, "t", 20, []).allowed_hosts == ["*"]  # the token guards every write
