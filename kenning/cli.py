@@ -149,6 +149,7 @@ def train_embed(
     from kenning.data.readers import read_dataset, select_split
     from kenning.embeddings.checkpoint import is_model_dir
     from kenning.embeddings.distributed import launched_ranks
+    from kenning.embeddings.model import check_backbone
     from kenning.embeddings.train import CURVES, train_embedding
 
     require_output_dir(out, "model folder", is_model_dir)
@@ -165,6 +166,7 @@ def train_embed(
         "train.mode": mode,
     }
     cfg = _config(config, sets, flags)
+    check_backbone(cfg.model.backbone)  # a hub name would download: refused before any folder is made
     table = select_split(read_dataset(data), split)  # read here too: a bad dataset fails before N processes start
     if nproc > 1 and not launched_ranks().active:
         _relaunch_under_torchrun(nproc, data, out, config, split, resume, quiet, sets, flags)

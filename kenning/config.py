@@ -224,10 +224,6 @@ def check_value(dotted: str, value: Any) -> Any:
     """`value` when it is allowed for config key `dotted` (a choice, a finite number in range, a
     valid label); else one line naming key, value and what is allowed. Also for values that reach
     a setting without a config file (query --k / --power)."""
-    if dotted == "model.backbone":
-        from kenning.embeddings.model import check_backbone  # imports timm: only when a backbone is given
-
-        check_backbone(value)
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise KenningError(f"config key '{dotted}' must be one of {', '.join(CHOICES[dotted])}, got {value!r}")
     if dotted == "index.unknown_label":
