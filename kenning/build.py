@@ -37,7 +37,8 @@ from kenning.index.faiss_index import FaissIndex
 from kenning.index.files import claim_for_build
 from kenning.index.gallery import GalleryIndex
 from kenning.index.tuning import TUNING_QUERIES, exact_top_ids, tune_search_params
-from kenning.recognizer import Matches, Recognizer, StoredReader
+from kenning.reader import StoredReader
+from kenning.recognizer import Matches, Recognizer
 
 MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
 FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough

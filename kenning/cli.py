@@ -485,7 +485,7 @@ def enroll(
     model: Annotated[Path | None, typer.Option(help="Model directory (default: the index's own).")] = None,
 ) -> None:
     """Add an identity from one or a few photos, without retraining or rebuilding; it is queryable at once."""
-    from kenning.recognizer import enroll_images
+    from kenning.enrolment import enroll_images
 
     result = enroll_images(index, [str(p) for p in images], label, model)
     for path, image_id in result.already:

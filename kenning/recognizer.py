@@ -4,13 +4,13 @@ The one query path: `query`, `enroll`, `eval`, the protocols and the build-time 
 through `Recognizer.read` (images -> probes), `match` (probes -> neighbours and candidate
 identities with each stage's score) and `rank` (the decision layer: k-NN votes, or with local
 matching the fused probability). A Recognizer loads the model and the index once, so a batch of
-queries (or a long-lived process) pays for neither again.
+queries (or a long-lived process) pays for neither again. Reading images is reader.py's stage,
+adding photos to the index enrolment.py's.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,22 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from kenning.config import LocalConfig, check_value
-from kenning.data.duplicates import file_digest
 from kenning.decision.fusion import INLIERS, Candidates, Fusion, rank_fused
 from kenning.decision.voting import Prediction, RankedLabels, place_unknown, rank_labels
 from kenning.embeddings.checkpoint import ModelManifest, load_model
-from kenning.embeddings.device import select_device
-from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
+from kenning.embeddings.inference import Embedded
 from kenning.embeddings.model import EmbeddingNet
-from kenning.embeddings.shards import EmbeddingSet
+from kenning.enrolment import EnrollResult, check_enrol_label, enroll_probes
 from kenning.errors import KenningError
-from kenning.index import store
 from kenning.index.gallery import GalleryIndex
-from kenning.index.manifest import IndexManifest, check_model, read_index_manifest
-from kenning.labels import check_label
+from kenning.index.manifest import IndexManifest, check_model, index_model_dir
 from kenning.local.featureset import LocalFeatures
 from kenning.local.lnbnn import LnbnnMatcher, LocalScores
 from kenning.local.spatial import inliers
+from kenning.reader import Probes, Reader, StoredReader
 
 GLOBAL_CANDIDATES = 100  # with local matching: global neighbours whose identities are candidates
 VERIFIED_IMAGES = 2  # gallery images per candidate identity checked geometrically (its best by LNBNN)
@@ -48,90 +45,10 @@ class Neighbours:
 
 
 @dataclass
-class Probes:
-    """Query images read for both stages; images unreadable for either are left out."""
-
-    vectors: np.ndarray  # (n_ok, dim)
-    local: list[LocalFeatures] | None  # (n_ok) with local matching, else None
-    ok: np.ndarray  # (n,) bool per input path
-    errors: list[str]
-
-
-@dataclass
 class Matches:
     neighbours: Neighbours  # the global nearest gallery images, as many as were asked for
     candidates: list[Candidates] | None  # with local matching: identities of either stage, with their scores
     local: list[LocalScores] | None  # with local matching: each query's LNBNN scores (matched keypoints)
-
-
-class Reader:
-    """Query images -> probes for an index: its model's embedding (with the index's flip setting)
-    and, with local matching, local features made as the index's were."""
-
-    def __init__(
-        self,
-        model: EmbeddingNet,
-        model_manifest: ModelManifest,
-        index_manifest: IndexManifest,
-        batch_size: int = 32,
-        progress: bool = True,
-    ):
-        check_model(index_manifest, model_manifest)
-        self.model = model.to(select_device())
-        self.transform = manifest_transform(model_manifest)
-        self.flip_tta = index_manifest.flip_tta
-        self.local_config = LocalConfig(**index_manifest.local) if index_manifest.local else None
-        self.batch_size = batch_size
-        self.progress = progress
-        self._foreground = None
-
-    def embed(self, paths: Sequence[str]) -> Embedded:
-        return embed_paths(
-            self.model,
-            paths,
-            self.transform,
-            batch_size=self.batch_size,
-            flip_tta=self.flip_tta,
-            progress=self.progress,
-        )
-
-    def read(self, paths: Sequence[str], local: bool) -> Probes:
-        """Embed the images and, when `local`, extract their local features."""
-        embedded = self.embed(paths)
-        if not local:
-            return Probes(embedded.vectors, None, embedded.ok, embedded.errors)
-        if self.local_config is None:
-            raise KenningError("this index has no local features: rebuild it with --local sift")
-        from kenning.local.features import extract_paths
-        from kenning.local.foreground import Foreground
-
-        self._foreground = self._foreground or Foreground()
-        readable = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
-        extracted = extract_paths(readable, self.local_config, self._foreground, progress=self.progress)
-        got = np.array([f is not None for f in extracted.features], bool)
-        ok = embedded.ok.copy()
-        ok[np.flatnonzero(embedded.ok)[~got]] = False  # changed on disk between the two reads
-        features = [f for f in extracted.features if f is not None]
-        return Probes(embedded.vectors[got], features, ok, embedded.errors + extracted.errors)
-
-
-class StoredReader:
-    """Probes from vectors embedded earlier by `kenning embed`, looked up by image path: what lets
-    `build-index --embeddings` calibrate on the held-out images without loading the model."""
-
-    def __init__(self, embeddings: EmbeddingSet):
-        self.embeddings = embeddings
-
-    def embed(self, paths: Sequence[str]) -> Embedded:
-        return self.embeddings.lookup(list(paths))
-
-    def read(self, paths: Sequence[str], local: bool) -> Probes:
-        if local:
-            raise KenningError(
-                "local features need the images: build from --data (with --local sift), not --embeddings"
-            )
-        embedded = self.embed(paths)
-        return Probes(embedded.vectors, None, embedded.ok, embedded.errors)
 
 
 class Recognizer:
@@ -333,9 +250,9 @@ class Recognizer:
         one that answers with the new identity."""
         if self.index_dir is None:
             raise KenningError("enroll needs an index saved in a directory")
-        label = _check_label(label, self.unknown_label)
+        label = check_enrol_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
-        return _enroll_probes(self.index_dir, probes, paths, label, image_ids)
+        return enroll_probes(self.index_dir, probes, paths, label, image_ids)
 
 
 def _fusion_of(manifest: IndexManifest) -> Fusion | None:
@@ -374,72 +291,4 @@ def _candidates(neighbours: Neighbours, i: int, local: LocalScores) -> Candidate
             "global": np.array([nearest.get(n, floor) for n in names], np.float64),
             "local": np.array([local_of.get(n, 0.0) for n in names], np.float64),
         },
-    )
-
-
-@dataclass
-class EnrollResult:
-    added: list[str]  # image ids given to the photos added (forget --id takes them)
-    already: list[tuple[str, str]]  # (path, image id) of photos whose bytes the label already had
-    errors: list[str]  # one line per photo that could not be read
-    total: int  # images in the index now
-
-
-def enroll_images(
-    index_dir: str | Path,
-    paths: Sequence[str],
-    label: str,
-    model_dir: str | Path | None = None,
-    image_ids: Sequence[str] | None = None,
-) -> EnrollResult:
-    """`enroll` without loading the gallery (gigabytes at a million images): only the model, the
-    manifest and, for an index that matches them, the local-feature extractor."""
-    manifest = read_index_manifest(Path(index_dir))
-    label = _check_label(label, manifest.unknown_label)
-    model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
-    probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
-    return _enroll_probes(Path(index_dir), probes, paths, label, image_ids)
-
-
-def index_model_dir(index_dir: Path, manifest: IndexManifest) -> str:
-    """The model an index was built with: where it was, or where it is relative to the index
-    (the two folders moved together); the fingerprint check catches any other model."""
-    if os.path.exists(manifest.model_dir) or not manifest.model_dir_relative:
-        return manifest.model_dir
-    moved = os.path.normpath(index_dir.resolve() / manifest.model_dir_relative)
-    return moved if os.path.exists(moved) else manifest.model_dir
-
-
-def _check_label(label: str, unknown_label: str) -> str:
-    """The label to enrol under (NFC), or one line saying why it cannot be."""
-    label = check_label(label, "--label")
-    if label == unknown_label:
-        raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
-    return label
-
-
-def _enroll_probes(
-    index_dir: Path, probes: Probes, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
-) -> EnrollResult:
-    if not probes.ok.any():
-        raise KenningError(
-            f"none of the {len(paths)} image(s) could be read, nothing was enrolled: {'; '.join(probes.errors)}"
-        )
-    positions = np.flatnonzero(probes.ok)
-    names = [str(i) for i in (image_ids or [Path(p).name for p in paths])]
-    kept = [str(Path(paths[i]).resolve()) for i in positions]
-    done = store.enroll(
-        index_dir,
-        probes.vectors,
-        [names[i] for i in positions],
-        [label] * len(kept),
-        kept,
-        [file_digest(p) for p in kept],
-        local=probes.local,
-    )
-    return EnrollResult(
-        added=done.image_ids,
-        already=[(str(paths[positions[i]]), image_id) for i, image_id in done.already],
-        errors=probes.errors,
-        total=done.count,
     )

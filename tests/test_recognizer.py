@@ -2,10 +2,9 @@ from pathlib import Path
 
 import pytest
 
-import kenning.recognizer as recognizer_module
 from kenning.build import build_index
 from kenning.data.readers import read_dataset, select_split
-from kenning.index import files, gallery
+from kenning.index import files, gallery, manifest
 from kenning.index.gallery import GalleryIndex
 from kenning.recognizer import Recognizer
 from tests.conftest import small_config
@@ -61,7 +60,7 @@ def test_warm_queries_read_nothing_from_the_index_again(
 
     for module, name in [(faiss, "read_index"), (pq, "read_table"), (pd, "read_parquet"), (torch, "load")]:
         monkeypatch.setattr(module, name, no_io)
-    for module in (gallery, files, recognizer_module):  # each holds the name it imported
+    for module in (gallery, files, manifest):  # each holds the name (defined or imported)
         monkeypatch.setattr(module, "read_index_manifest", no_io)
     for _ in range(3):
         again = recognizer.query([str(image)])[0]

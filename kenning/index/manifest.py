@@ -16,6 +16,7 @@ file of the size it was committed with, before anything reads it or commits on t
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,3 +170,12 @@ def is_index_dir(directory: Path) -> bool:
 def check_index_dir(directory: str | Path) -> Path:
     """Where an index may be written: a new or empty folder, or an index (which the write replaces)."""
     return require_output_dir(directory, "index folder", is_index_dir)
+
+
+def index_model_dir(index_dir: Path, manifest: IndexManifest) -> str:
+    """The model an index was built with: where it was, or where it is relative to the index
+    (the two folders moved together); the fingerprint check catches any other model."""
+    if os.path.exists(manifest.model_dir) or not manifest.model_dir_relative:
+        return manifest.model_dir
+    moved = os.path.normpath(index_dir.resolve() / manifest.model_dir_relative)
+    return moved if os.path.exists(moved) else manifest.model_dir
