@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import RESULTS, ROOT, SHARED
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -50,9 +51,6 @@ from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
 from kenning.metrics.answers import answer_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 UNKNOWN = "new_whale"
 KENNING = {"train.mode": "frozen", "train.epochs": 40, "loss.name": "triplet", "loss.miner": "batch_hard"}
 COLUMNS = [

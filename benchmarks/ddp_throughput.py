@@ -20,9 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT, SHARED
 
 
 def run(processes: int, work: Path, image_size: int, epochs: int) -> dict:

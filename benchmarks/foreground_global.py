@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from common import RESULTS, SHARED
 from PIL import Image
 from tqdm import tqdm
 
@@ -39,9 +39,6 @@ from kenning.data.splits import catalogue_split, sighting_key
 from kenning.data.transforms import eval_transform
 from kenning.local.foreground import Foreground
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 KEEP = 0.3  # share of the map's peak that counts as foreground (LocalConfig.foreground's default)
 FORMS = ("full224", "full384", "soft384", "hard384", "crop224", "crop288", "cropsoft288")
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, ROOT, SHARED
 
 from kenning.build import build_index
 from kenning.config import IndexConfig, LocalConfig
@@ -35,10 +36,6 @@ from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
 from kenning.local.foreground import Foreground
 from kenning.recognizer import Recognizer
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def peak_gib() -> float:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, ROOT, SHARED
 
 from kenning.config import load_config, parse_assignment
 from kenning.data.readers import read_dataset, select_split
@@ -32,9 +33,6 @@ from kenning.eval.protocols import run_protocol
 from kenning.metrics.retrieval import map_at_k
 from kenning.recognizer import Recognizer
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 TRAIN = {"train.mode": "frozen", "train.epochs": 40, "loss.name": "triplet", "loss.miner": "batch_hard"}
 FIGURES = ["recall@1", "recall@5", "map@r", "map@5", "gap", "known_accuracy", "unknown_accuracy"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
+from common import RESULTS, SHARED
 
 from kenning.config import LocalConfig
 from kenning.data.readers import read_dataset, select_split
@@ -25,10 +25,6 @@ from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
 from kenning.local.foreground import Foreground
 from kenning.local.lnbnn import LnbnnMatcher
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def recall(features: list, labels: np.ndarray, groups: np.ndarray, k: int) -> dict[str, float]:

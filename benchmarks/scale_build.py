@@ -29,10 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import RESULTS, ROOT, SHARED
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 CLUSTERS = 256
 CHUNK = 100_000
 QUERIES = 1000

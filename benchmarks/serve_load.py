@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from common import RESULTS, ROOT, SHARED
 
 from kenning.build import build_index
 from kenning.config import load_config
@@ -35,9 +36,6 @@ from kenning.data.readers import read_dataset, select_split
 from kenning.embeddings.checkpoint import load_holdout
 from kenning.embeddings.train import train_embedding
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 TOKEN = "load-benchmark"
 
 

@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import ROOT
 
 from kenning.index.manifest import GENERATION_FILE, read_index_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
 DIM = 64
 BASE = 2000
 LABELS = 20

@@ -21,16 +21,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import RESULTS, ROOT, SHARED
 from sklearn.metrics import roc_auc_score
 
 from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.local.featureset import LocalFeatures
 from kenning.recognizer import Recognizer
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def inliers(query: LocalFeatures, gallery: LocalFeatures, matcher: cv2.BFMatcher) -> int:

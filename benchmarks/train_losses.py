@@ -19,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT, SHARED
 
 LOSSES = {
     "arcface": {"loss.name": "arcface"},
