@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from kenning.embeddings.checkpoint import load_model
 from kenning.embeddings.distributed import Ranks, shard_bounds
 from kenning.embeddings.sampling import DistributedPKSampler
 from tests.embeddings.test_train import ROOT, _kenning, _train_args
+from tests.processes import kill_when
 
 EPOCHS = 40
 ARGS = ("--mode", "frozen", "--loss", "arcface+triplet:0.5", "--epochs", str(EPOCHS), "--set", "train.head_lr=3e-3")
@@ -101,11 +99,7 @@ def test_a_killed_distributed_run_resumes_to_the_uninterrupted_weights(
     killed = tmp_path / "killed"
     args = _train_args(demo_dir, feature_cache, *ARGS)
     proc = subprocess.Popen(_torchrun(*args, "--out", killed), start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, as a lost machine would
-    proc.wait()
+    kill_when(proc, (killed / "checkpoints" / "last.pt").exists, group=True)  # the launcher and both workers
     assert not (killed / "manifest.json").exists()
     stopped_at = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= stopped_at < EPOCHS

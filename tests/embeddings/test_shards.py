@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from kenning.recognizer import Recognizer
 from tests.conftest import small_config
 from tests.embeddings.test_distributed import _torchrun
 from tests.hostile.conftest import cli
+from tests.processes import kill_when
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHUNK = "16"
@@ -59,11 +57,7 @@ def test_a_killed_embed_resumes_without_redoing_finished_chunks(
     args = ["embed", "--model", trained_model, "--data", demo_dir, "--split", "test", "--out", out,
             "--chunk-size", "8", "--quiet"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(list(out.glob("chunk-*.parquet"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: len(list(out.glob("chunk-*.parquet"))) >= 2, group=True)
     finished = {p.name: p.stat().st_ino for p in out.glob("chunk-*.parquet")}
     total = -(-json.loads((out / "manifest.json").read_text())["rows"] // 8)
     assert 2 <= len(finished) < total

@@ -2,7 +2,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from kenning.embeddings.checkpoint import WEIGHTS, load_holdout, load_model
 from kenning.embeddings.model import create_model
 from kenning.embeddings.train import split_holdout
 from kenning.errors import KenningError
+from tests.processes import kill_when
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -166,11 +166,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args, "--out", str(killed)])
-    deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    assert kill_when(proc, (killed / "checkpoints" / "last.pt").exists) == -signal.SIGKILL
     assert not (killed / "manifest.json").exists()  # killed mid-run, not after it finished
     stopped_at = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= stopped_at < 30

@@ -19,6 +19,7 @@ from kenning.index import files, store
 from kenning.index.files import claim_for_build
 from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import GENERATION_FILE, MANIFEST, read_index_manifest
+from tests.processes import run_together
 
 DIM = 16
 # Annoy inspecting every node (search_k) is exact, so answers can be compared across rebuilds.
@@ -145,13 +146,7 @@ def _enroll_many(directory: str, worker: int, count: int) -> None:
 
 def test_concurrent_enrolment_loses_nothing(tmp_path: Path) -> None:
     _index().save(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_enroll_many, args=(str(tmp_path), w, 15)) for w in range(3)]
-    for p in workers:
-        p.start()
-    for p in workers:
-        p.join(120)
-        assert p.exitcode == 0
+    run_together(_enroll_many, [(str(tmp_path), w, 15) for w in range(3)])
     index = GalleryIndex.load(tmp_path)
     assert len(index) == 40 + 45 and index.manifest.count == 85
     assert index.label_counts()[["w0", "w1", "w2"]].tolist() == [15, 15, 15]

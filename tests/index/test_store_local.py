@@ -3,7 +3,6 @@ compact, a crash before the commit and concurrent writers; a damaged local file 
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import GENERATION_FILE
 from kenning.local.featureset import LocalFeatures
 from tests.index.test_store import _model, _unit
+from tests.processes import run_together
 
 LOCAL = {**LocalConfig(method="sift").__dict__}
 
@@ -112,13 +112,7 @@ def _enroll_many(directory: str, worker: int, count: int) -> None:
 
 def test_concurrent_enrolment_keeps_every_local_feature(tmp_path: Path) -> None:
     _index().save(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_enroll_many, args=(str(tmp_path), w, 8)) for w in range(3)]
-    for p in workers:
-        p.start()
-    for p in workers:
-        p.join(120)
-        assert p.exitcode == 0
+    run_together(_enroll_many, [(str(tmp_path), w, 8) for w in range(3)])
     assert len(_consistent(tmp_path)) == 20 + 24
 
 
