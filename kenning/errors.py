@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 
@@ -9,10 +10,18 @@ class KenningError(Exception):
     """A problem with the user's input or files, described in one line."""
 
 
+_SOURCE_LOCATION = re.compile(r"Error in .*? at \S+:\d+: ")  # FAISS: "Error in <C++ signature> at <file>:<line>: "
+
+
 def first_line(exc: BaseException) -> str:
-    """The line of a library's exception that names the problem (FAISS puts it last)."""
+    """The line of a library's exception that names the problem (FAISS puts it last), without the
+    C++ signature and source path FAISS puts before it."""
     text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    return without_source_location(text[-1]) if text else type(exc).__name__
+
+
+def without_source_location(text: str) -> str:
+    return _SOURCE_LOCATION.sub("", text)
 
 
 def one_line(text: str) -> str:

@@ -64,7 +64,8 @@ def _is(value: Any, hint: Any) -> bool:
         (item,) = typing.get_args(hint) or (Any,)
         return isinstance(value, list) and all(_is(v, item) for v in value)
     if origin is dict or hint is dict:
-        return isinstance(value, dict)
+        _, item = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(_is(v, item) for v in value.values())
     return isinstance(value, hint)
 
 

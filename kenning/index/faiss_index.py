@@ -98,11 +98,6 @@ def check_index_type(index_type: str, dim: int) -> str:
     return index_type
 
 
-def _faiss_reason(exc: RuntimeError) -> str:
-    """FAISS's message without its C++ signature and source path ("Error in ... at file.cpp:12: ")."""
-    return re.sub(r"^Error in .*? at \S+:\d+: ", "", first_line(exc))
-
-
 def _to_gpu(index: faiss.Index) -> faiss.Index | None:
     """A GPU copy of `index`, or None without GPUs or for a type FAISS has no GPU version of."""
     if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
@@ -134,7 +129,7 @@ class FaissIndex:
         try:
             index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise KenningError(f"FAISS cannot build index type {index_type!r}: {_faiss_reason(exc)}") from None
+            raise KenningError(f"FAISS cannot build index type {index_type!r}: {first_line(exc)}") from None
         if not isinstance(index, faiss.IndexIVF):  # IVF keeps ids itself; the rest need an id map
             index = faiss.IndexIDMap2(index)
         params = default_search_params(index_type) if search_params is None else search_params
@@ -169,7 +164,7 @@ class FaissIndex:
         try:
             target.train(sample)
         except RuntimeError as exc:
-            raise KenningError(f"FAISS could not train {self.index_type}: {_faiss_reason(exc)}") from None
+            raise KenningError(f"FAISS could not train {self.index_type}: {first_line(exc)}") from None
         if target is not self.index:
             self.index = faiss.index_gpu_to_cpu(target)
 
@@ -187,7 +182,7 @@ class FaissIndex:
                 try:
                     self.index.add_with_ids(chunk, np.asarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
                 except RuntimeError as exc:
-                    raise KenningError(f"FAISS could not add to {self.index_type}: {_faiss_reason(exc)}") from None
+                    raise KenningError(f"FAISS could not add to {self.index_type}: {first_line(exc)}") from None
                 bar.update(len(chunk))
         self._gpu_stale = True
 
@@ -225,7 +220,7 @@ class FaissIndex:
             atomic_save(path, lambda p: faiss.write_index(self.index, str(p)))
         except RuntimeError as exc:  # FAISS reports a full disk or a failed write as RuntimeError
             raise KenningError(
-                f"cannot write {path.name} (disk full?): {_faiss_reason(exc)}; nothing was changed"
+                f"cannot write {path.name} (disk full?): {first_line(exc)}; nothing was changed"
             ) from None
 
     @classmethod

@@ -70,7 +70,7 @@ class IndexManifest:
     fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
     operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
     uid: str = ""  # made anew by every build: a service notices that its index was rebuilt, not changed
-    file_sizes: dict[str, Any] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
+    file_sizes: dict[str, int] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
     format: str = FORMAT
 
 
@@ -99,8 +99,6 @@ def read_index_manifest(directory: Path) -> IndexManifest:
         required = key not in ("local_base_file", "local_delta_file")
         if (name or required) and not GENERATION_FILE.match(name):
             raise damaged(f"{key} {name!r} is not the name of an index file")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in manifest.file_sizes.values()):
-        raise damaged("file_sizes holds something other than byte counts")
     fused = manifest.fusion.get("threshold")
     fused_ok = fused is None or (isinstance(fused, int | float) and not isinstance(fused, bool) and 0 <= fused <= 1)
     if not fused_ok:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from kenning.errors import KenningError
+from kenning.errors import KenningError, without_source_location
 from kenning.serve.uploads import Refused
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
@@ -97,14 +97,13 @@ def serve_settings(
     )
 
 
-_FAISS_LOCATION = re.compile(r"Error in .*? at \S+:\d+: ")
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\":]+)")
 
 
 def public_message(text: str) -> str:
     """A message for a client: FAISS's C++ source locations dropped, every absolute path reduced
     to its last part (the photos folder, the index folder and temporaries are the server's own)."""
-    return _ABSOLUTE_PATH.sub(r"\1", _FAISS_LOCATION.sub("", text))
+    return _ABSOLUTE_PATH.sub(r"\1", without_source_location(text))
 
 
 def _hostname(host_header: str) -> str:
