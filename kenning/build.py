@@ -28,6 +28,7 @@ from kenning.data.duplicates import DIGEST, drop_duplicates
 from kenning.data.readers import UNLABELLED
 from kenning.data.splits import catalogue_split
 from kenning.decision.fusion import Fusion, fit_fusion
+from kenning.decision.rules import Fused
 from kenning.decision.threshold import Calibration, calibrate_threshold
 from kenning.embeddings.checkpoint import load_holdout, load_model
 from kenning.embeddings.shards import EmbeddingSet
@@ -38,7 +39,7 @@ from kenning.index.files import claim_for_build
 from kenning.index.gallery import GalleryIndex
 from kenning.index.tuning import TUNING_QUERIES, exact_top_ids, tune_search_params
 from kenning.reader import StoredReader
-from kenning.recognizer import Matches, Recognizer
+from kenning.recognizer import Recognizer
 
 MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
 FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
@@ -224,17 +225,14 @@ def _calibrate(
     if holdout is None or holdout.empty:  # no threshold: unknown is never answered
         return None
     result = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds)
-    fusion = {}
+    embedding, fused = result.embedding, None
+    given = None if local_on else cfg.threshold  # a threshold given with local matching is the fused one
+    votes = dataclasses.replace(
+        recognizer.votes, threshold=embedding.threshold if embedding else given, calibration=embedding
+    )
     if result.fusion is not None:
-        given = cfg.threshold if result.fused is None else result.fused.threshold
-        fusion = {
-            **result.fusion.to_dict(),
-            "threshold": given,
-            "calibration": result.fused.to_dict() if result.fused else {},
-        }
-    embedding = result.embedding
-    threshold = embedding.threshold if embedding else (None if local_on else cfg.threshold)
-    index.manifest = store.set_threshold(out, threshold, embedding.to_dict() if embedding else {}, fusion)
+        fused = Fused(result.fusion, result.fused.threshold if result.fused else cfg.threshold, result.fused)
+    index.manifest = store.set_rules(out, votes, fused)
     return result.main
 
 
@@ -293,7 +291,7 @@ def calibrate_on_holdout(
     if len(actual) < FEW_CALIBRATION_QUERIES:
         warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
     matches = catalogue.match(read_queries.vectors, read_queries.local)
-    votes = catalogue.rank(Matches(matches.neighbours, None, None))
+    votes = catalogue.votes.rank(matches.neighbours)
     embedding = calibrate_threshold(votes, actual, unknown, objective, target_far) if thresholds else None
     if matches.candidates is None:
         return HoldoutCalibration(embedding, None, None)
@@ -304,6 +302,6 @@ def calibrate_on_holdout(
         model=recognizer.model_manifest.fingerprint,
         on="held-out training identities, protocol B against the gallery",
     )
-    catalogue.fusion = fusion
-    fused = calibrate_threshold(catalogue.rank(matches), actual, unknown, objective, target_far) if thresholds else None
+    ranked = Fused(fusion).rank(matches.neighbours, matches.candidates)
+    fused = calibrate_threshold(ranked, actual, unknown, objective, target_far) if thresholds else None
     return HoldoutCalibration(embedding, fusion, fused)

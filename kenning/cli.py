@@ -307,7 +307,6 @@ def build_index_cmd(
         )
     from kenning.build import build_index, build_index_from_embeddings
     from kenning.data.readers import read_dataset, select_split
-    from kenning.decision.threshold import describe_calibration
 
     cfg = _config(
         config,
@@ -346,7 +345,7 @@ def build_index_cmd(
             f"search on {point['queries']} gallery vectors (target {point['target']}), {point['qps']:.0f} queries/s"
         )
     if calibration is not None:
-        typer.echo(f"unknown threshold {calibration.threshold:.4f} ({describe_calibration(calibration.to_dict())})")
+        typer.echo(f"unknown threshold {calibration.threshold:.4f} ({calibration.describe()})")
     elif m.threshold is not None:
         typer.echo(f"unknown threshold {m.threshold:.4f} (given)")
     else:

@@ -11,6 +11,7 @@ adding photos to the index enrolment.py's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,15 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from kenning.config import LocalConfig, check_value
-from kenning.decision.fusion import INLIERS, Candidates, Fusion, rank_fused
-from kenning.decision.voting import Prediction, RankedLabels, place_unknown, rank_labels
+from kenning.decision.fusion import Candidates
+from kenning.decision.rules import Rule
+from kenning.decision.threshold import Calibration
+from kenning.decision.voting import Neighbours, Prediction, RankedLabels, place_unknown
 from kenning.embeddings.checkpoint import ModelManifest, load_model
 from kenning.embeddings.inference import Embedded
 from kenning.embeddings.model import EmbeddingNet
 from kenning.enrolment import EnrollResult, check_enrol_label, enroll_probes
 from kenning.errors import KenningError
 from kenning.index.gallery import GalleryIndex
-from kenning.index.manifest import IndexManifest, check_model, index_model_dir
+from kenning.index.manifest import check_model, index_model_dir
 from kenning.local.featureset import LocalFeatures
 from kenning.local.lnbnn import LnbnnMatcher, LocalScores
 from kenning.local.spatial import inliers
@@ -35,13 +38,6 @@ from kenning.reader import Probes, Reader, StoredReader
 
 GLOBAL_CANDIDATES = 100  # with local matching: global neighbours whose identities are candidates
 VERIFIED_IMAGES = 2  # gallery images per candidate identity checked geometrically (its best by LNBNN)
-
-
-@dataclass
-class Neighbours:
-    similarities: np.ndarray  # (n, k), -inf where there is no neighbour
-    labels: np.ndarray  # (n, k) of str, "" where there is no neighbour
-    ids: np.ndarray | None = None  # (n, k) gallery ids, -1 where there is no neighbour
 
 
 @dataclass
@@ -70,7 +66,7 @@ class Recognizer:
         self.index = index
         self.index_dir = index_dir
         self.use_local = bool(index.manifest.local)
-        self.fusion = _fusion_of(index.manifest)
+        self.votes, self.fused = index.manifest.votes(), index.manifest.fused()
         self._matcher: LnbnnMatcher | None = None
         self._previous_matcher: LnbnnMatcher | None = None  # a refresh's predecessor: its base index may be reused
         self._matcher_lock = threading.Lock()
@@ -101,7 +97,8 @@ class Recognizer:
         other.index, other._matcher, other._matcher_lock = index, None, threading.Lock()
         other._previous_matcher = self._matcher  # reused by the matcher only if the base is unchanged
         other.use_local = self.use_local and bool(index.manifest.local)
-        other.fusion = _fusion_of(index.manifest)
+        other.votes = dataclasses.replace(index.manifest.votes(), k=self.votes.k, power=self.votes.power)
+        other.fused = index.manifest.fused()
         return other
 
     def configure(
@@ -113,9 +110,9 @@ class Recognizer:
     ) -> None:
         """Voting, search and local-matching settings for this session only; the saved index keeps its own."""
         if k is not None:
-            self.index.manifest.k = check_value("index.k", k)
+            self.votes = dataclasses.replace(self.votes, k=check_value("index.k", k))
         if power is not None:
-            self.index.manifest.power = check_value("index.power", float(power))
+            self.votes = dataclasses.replace(self.votes, power=check_value("index.power", float(power)))
         if search_params is not None:
             self.index.set_search_params(search_params)
         if local is not None:
@@ -128,18 +125,23 @@ class Recognizer:
         return self.index.manifest.unknown_label
 
     @property
-    def threshold(self) -> float | None:
-        """The unknown threshold of the path in use: a similarity, or with local matching a fused probability."""
-        if self.use_local:
-            return self.index.manifest.fusion.get("threshold")
-        return self.index.manifest.threshold
+    def rule(self) -> Rule:
+        """The answer rule of the path in use: k-NN votes, or with local matching the fused probability."""
+        if not self.use_local:
+            return self.votes
+        if self.fused is None:
+            raise KenningError("this index's local matching was never calibrated: rebuild it with held-out identities")
+        return self.fused
 
     @property
-    def calibration(self) -> dict:
-        """How the threshold in use was chosen, with its curve."""
-        if self.use_local:
-            return self.index.manifest.fusion.get("calibration", {})
-        return self.index.manifest.calibration
+    def threshold(self) -> float | None:
+        """The unknown threshold of the path in use: a similarity, or with local matching a fused probability."""
+        return self.rule.threshold
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """How the threshold in use was chosen, with its curve; None: set by hand, or none."""
+        return self.rule.calibration
 
     def embed(self, paths: Sequence[str]) -> Embedded:
         return self.reader.embed(paths)
@@ -149,12 +151,15 @@ class Recognizer:
         return self.reader.read(paths, self.use_local)
 
     def neighbours(self, vectors: np.ndarray, k: int | None = None, exclude: np.ndarray | None = None) -> Neighbours:
-        sims, ids = self.index.search(vectors, k or self.index.manifest.k, exclude)
+        sims, ids = self.index.search(vectors, k or self.votes.k, exclude)
         return Neighbours(sims, self.index.labels_of(ids), ids)
 
     @property
     def _local_settings(self) -> LocalConfig:
-        return LocalConfig(**self.index.manifest.local)
+        local = self.index.manifest.local_config
+        if local is None:
+            raise KenningError("this index has no local features: rebuild it with --local sift")
+        return local
 
     @property
     def matcher(self) -> LnbnnMatcher:
@@ -184,7 +189,7 @@ class Recognizer:
         """Nearest gallery images (`width`, at least the index's k) and, with local matching, each
         query's candidate identities with their global and local scores. `exclude`: (n,) or (n, m)
         gallery ids each query must not match (itself, its own sighting), -1 padded."""
-        k = self.index.manifest.k
+        k = self.votes.k
         wanted = max(width or k, k)
         if not self.use_local:
             return Matches(self.neighbours(vectors, wanted, exclude), None, None)
@@ -218,15 +223,8 @@ class Recognizer:
         return out
 
     def rank(self, matches: Matches) -> list[RankedLabels]:
-        """The decision: labels ranked by the votes of the index's k nearest, or with local
-        matching by the fused probability of the two stages."""
-        if matches.candidates is None:
-            k, power = self.index.manifest.k, self.index.manifest.power
-            n = matches.neighbours
-            return [rank_labels(s[:k], lab[:k], power) for s, lab in zip(n.similarities, n.labels, strict=True)]
-        if self.fusion is None:
-            raise KenningError("this index's local matching was never calibrated: rebuild it with held-out identities")
-        return [rank_fused(c, self.fusion) for c in matches.candidates]
+        """The decision of the rule in use (decision/rules.py)."""
+        return self.rule.rank(matches.neighbours, matches.candidates)
 
     def answer(self, ranked: Sequence[RankedLabels], threshold: float | str | None = "index") -> list[Prediction]:
         """Top-5 answers; threshold "index" is the calibrated one of the path in use, None never
@@ -253,17 +251,6 @@ class Recognizer:
         label = check_enrol_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
         return enroll_probes(self.index_dir, probes, paths, label, image_ids)
-
-
-def _fusion_of(manifest: IndexManifest) -> Fusion | None:
-    """The index's calibrated fusion; its parts must be those its local settings produce."""
-    if not manifest.fusion.get("calibrators"):
-        return None
-    fusion = Fusion.from_dict(manifest.fusion)
-    verify = bool(manifest.local and LocalConfig(**manifest.local).verify)
-    if (INLIERS in fusion.calibrators) != verify:
-        raise KenningError("the index's fusion does not match its local.verify setting: rebuild the index")
-    return fusion
 
 
 def _as_rows(exclude: np.ndarray | None, n: int) -> np.ndarray:

@@ -8,11 +8,13 @@ stranger as a known identity).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from kenning.decision.voting import RankedLabels, place_unknown
+from kenning.errors import KenningError
 from kenning.metrics.answers import answer_metrics
 
 OBJECTIVES = ("map@5", "gap", "far")
@@ -22,7 +24,7 @@ OBJECTIVES = ("map@5", "gap", "far")
 class SweepPoint:
     threshold: float
     map5: float
-    gap: float
+    gap: float | None  # None only in indexes calibrated before GAP was swept
     far: float | None  # unknown queries answered with a known label first
     known_accuracy: float | None
 
@@ -49,6 +51,50 @@ class Calibration:
             "unknown_queries": self.unknown_queries,
             "curve": [asdict(p) for p in self.curve],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], threshold: float | None) -> Calibration | None:
+        """What `to_dict` stored beside `threshold`; None for a threshold set by hand (no curve)."""
+        if not data.get("curve") or threshold is None:
+            return None
+        try:
+            if "objective" not in data:  # indexes built before the objective was a choice: MAP@5, no GAP curve
+                chosen = SweepPoint(threshold, float(data["map5"]), None, None, None)
+                return cls(threshold, "map@5", None, chosen, [], int(data["queries"]), int(data["unknown_queries"]))
+            keys = {f.name for f in fields(SweepPoint)}
+            curve = [SweepPoint(**{k: v for k, v in p.items() if k in keys}) for p in data["curve"]]
+            chosen = SweepPoint(threshold, float(data["map@5"]), float(data["gap"]), _optional(data["far"]), None)
+            return cls(
+                threshold,
+                str(data["objective"]),
+                _optional(data["target_far"]),
+                chosen,
+                curve,
+                int(data["queries"]),
+                int(data["unknown_queries"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise KenningError("the index's threshold calibration is damaged: rebuild the index") from None
+
+    def describe(self) -> str:
+        """One line for people: how the threshold was chosen and what it scored."""
+        if self.chosen.gap is None:
+            return f"calibrated for map@5 on {self.queries} held-out queries: MAP@5 {self.chosen.map5:.4f}"
+        goal = f"false-accept rate <= {self.target_far:.3f}" if self.objective == "far" else self.objective
+        far = "-" if self.chosen.far is None else f"{self.chosen.far:.3f}"
+        return (
+            f"calibrated for {goal} on {self.queries} held-out queries, {self.unknown_queries} of them new: "
+            f"MAP@5 {self.chosen.map5:.4f}, GAP {self.chosen.gap:.4f}, false-accept rate {far}"
+        )
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def describe_calibration(calibration: Calibration | None) -> str:
+    """One line for people: how a threshold was chosen (by hand, or by which calibration)."""
+    return "set by hand" if calibration is None else calibration.describe()
 
 
 def threshold_grid(best_similarity: np.ndarray, steps: int = 101) -> np.ndarray:
@@ -115,19 +161,4 @@ def calibrate_threshold(
         curve=curve,
         queries=len(ranked),
         unknown_queries=sum(a == unknown_label for a in actual),
-    )
-
-
-def describe_calibration(details: dict) -> str:
-    """One line for people: how the stored threshold was chosen and what it scored."""
-    if not details.get("curve"):
-        return "set by hand"
-    if "objective" not in details:  # indexes built before the objective was a choice
-        return f"calibrated for map@5 on {details['queries']} held-out queries: MAP@5 {details['map5']:.4f}"
-    objective = details["objective"]
-    goal = f"false-accept rate <= {details['target_far']:.3f}" if objective == "far" else objective
-    far = "-" if details.get("far") is None else f"{details['far']:.3f}"
-    return (
-        f"calibrated for {goal} on {details['queries']} held-out queries, {details['unknown_queries']} of them new: "
-        f"MAP@5 {details['map@5']:.4f}, GAP {details['gap']:.4f}, false-accept rate {far}"
     )

@@ -8,18 +8,28 @@ import numpy as np
 
 
 @dataclass
+class Neighbours:
+    """One row per query: its nearest gallery images, best first."""
+
+    similarities: np.ndarray  # (n, k), -inf where there is no neighbour
+    labels: np.ndarray  # (n, k) of str, "" where there is no neighbour
+    ids: np.ndarray | None = None  # (n, k) gallery ids, -1 where there is no neighbour
+
+
+@dataclass
 class RankedLabels:
     """Labels of one query's neighbours, best first, before the unknown answer is placed."""
 
     labels: list[str]
     confidences: list[float]
-    max_similarity: list[float]  # the score the unknown threshold is set on: the nearest neighbour's
-    # similarity, or with local matching the fused probability
+    match_scores: list[float]  # each label's score on the rule's scale, what its unknown threshold is
+    # set on: the nearest neighbour's similarity (votes), the fused probability (fused)
     parts: list[dict[str, float]] | None = None  # with local matching: each label's score parts
 
     @property
     def best_similarity(self) -> float:
-        return max(self.max_similarity, default=-1.0)
+        """The best label's score (named for the common case: a similarity)."""
+        return max(self.match_scores, default=-1.0)
 
 
 @dataclass
@@ -66,8 +76,8 @@ def place_unknown(ranked: RankedLabels, threshold: float | None, unknown_label: 
     parts = ranked.parts
     if threshold is None:
         return Prediction(ranked.labels[:top], ranked.confidences[:top], best, None if parts is None else parts[:top])
-    close = [i for i, s in enumerate(ranked.max_similarity) if s >= threshold]
-    far = [i for i, s in enumerate(ranked.max_similarity) if s < threshold]
+    close = [i for i, s in enumerate(ranked.match_scores) if s >= threshold]
+    far = [i for i, s in enumerate(ranked.match_scores) if s < threshold]
     labels = [ranked.labels[i] for i in close] + [unknown_label] + [ranked.labels[i] for i in far]
     confs = [ranked.confidences[i] for i in close] + [None] + [ranked.confidences[i] for i in far]
     placed = None if parts is None else [parts[i] for i in close] + [None] + [parts[i] for i in far]

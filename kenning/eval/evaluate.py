@@ -20,6 +20,7 @@ from kenning.data.duplicates import DIGEST, file_digests
 from kenning.data.readers import UNLABELLED
 from kenning.data.splits import sighting_key
 from kenning.decision.fusion import pairs
+from kenning.decision.threshold import Calibration
 from kenning.decision.voting import RankedLabels
 from kenning.errors import KenningError
 from kenning.metrics.answers import answer_metrics, top_confidence
@@ -41,7 +42,7 @@ class EvalResult:
     neighbour_labels: np.ndarray = field(repr=False)
     neighbour_sims: np.ndarray = field(repr=False)
     unknown_label: str = "unknown"
-    calibration: dict = field(default_factory=dict)  # how the index's threshold was chosen, with its curve
+    calibration: Calibration | None = None  # how the index's threshold was chosen, with its curve
     local: list | None = field(default=None, repr=False)  # with local matching: each query's LocalScores
     reliability: dict = field(default_factory=dict, repr=False)  # score name -> (predicted, same) of candidate pairs
     local_matches: list = field(default_factory=list, repr=False)  # per query: (gallery path, query xy, gallery xy)
@@ -84,6 +85,7 @@ def evaluate(
     matches = recognizer.match(vectors, local, width, exclude)
     neighbours = matches.neighbours
     threshold = None if closed_set else recognizer.threshold
+    calibration = recognizer.calibration if threshold is not None else None
     ranked = recognizer.rank(matches)
     predictions = recognizer.answer(ranked, threshold)
     retrieved = neighbours.labels if matches.candidates is None else _ranked_labels(ranked, SHOWN)
@@ -96,7 +98,7 @@ def evaluate(
         "unknown_queries": int((~known).sum()),
         "gallery_size": len(index),
         "threshold": threshold,
-        "calibrated_for": recognizer.calibration.get("objective") if threshold is not None else None,
+        "calibrated_for": calibration.objective if calibration else None,
         "ranked_by": "fused" if matches.candidates is not None else "embedding",
         "recall@1": recall_at_k(actual[known], retrieved[known], 1) if known.any() else None,
         "recall@5": recall_at_k(actual[known], retrieved[known], 5) if known.any() else None,
@@ -126,7 +128,7 @@ def evaluate(
         neighbours.labels[:, :SHOWN],
         neighbours.similarities[:, :SHOWN],
         unknown,
-        recognizer.calibration if threshold is not None else {},
+        calibration,
         matches.local,
         _reliability(recognizer, matches.candidates, actual),
         _local_matches(recognizer, matches.local, local),
@@ -137,10 +139,10 @@ def evaluate(
 def _reliability(recognizer: Recognizer, candidates: list | None, actual: np.ndarray) -> dict:
     """Each calibrated score and the fused probability of every (query, candidate identity) pair,
     with whether it is the same identity: what the report's reliability diagram draws."""
-    if candidates is None or recognizer.fusion is None:
+    if candidates is None or recognizer.fused is None:
         return {}
     scores, same = pairs(candidates, list(actual))
-    fusion = recognizer.fusion
+    fusion = recognizer.fused.fusion
     out = {"fused": (fusion.probability(scores), same)}
     out.update({f"{p} (calibrated)": (c(scores[p]), same) for p, c in fusion.calibrators.items()})
     return out

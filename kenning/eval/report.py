@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kenning.atomic import atomic_write_json, atomic_write_text
-from kenning.decision.threshold import describe_calibration, sweep, threshold_grid
+from kenning.decision.threshold import Calibration, describe_calibration, sweep, threshold_grid
 from kenning.eval.evaluate import EvalResult, write_eval
 from kenning.eval.plots import (
     MatchRow,
@@ -88,7 +88,8 @@ def write_report(result: EvalResult, out: str | Path, title: str = "Kenning eval
 
 def _write_report(result: EvalResult, out: Path, title: str) -> None:
     write_eval(result, out)
-    calibration = {k: v for k, v in result.calibration.items() if k != "curve"}
+    calibration = result.calibration.to_dict() if result.calibration else {}
+    calibration.pop("curve", None)
     atomic_write_json(out / "metrics.json", {**result.metrics, "calibration": calibration})
     q = result.per_query
     threshold = result.metrics["threshold"]
@@ -130,11 +131,9 @@ def _write_report(result: EvalResult, out: Path, title: str) -> None:
     atomic_write_text(out / "report.html", _html(title, result, figures, out))
 
 
-def _curve(calibration: dict) -> list[dict] | None:
-    curve = calibration.get("curve")
-    if not curve or not isinstance(curve[0], dict):  # none, or an index built before GAP was swept
-        return None
-    return curve
+def _curve(calibration: Calibration | None) -> list[dict] | None:
+    """The held-out sweep; None when the threshold was set by hand or calibrated before GAP was swept."""
+    return [asdict(p) for p in calibration.curve] if calibration and calibration.curve else None
 
 
 def _grid_rows(result: EvalResult) -> list[RetrievalRow]:

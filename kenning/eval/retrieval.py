@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-from kenning.decision.voting import rank_labels
+from kenning.decision.rules import Votes
+from kenning.decision.voting import Neighbours
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.topk import select_top
 from kenning.metrics.retrieval import map_at_k, recall_at_k, retrieval_precision
@@ -59,7 +60,7 @@ def leave_one_out(
     sims, ids = select_top(*index.search(vectors[rows], min(width + width_excluded, n)), width, exclude=exclude)
     neighbour_labels = np.where(ids >= 0, labels[np.maximum(ids, 0)], "")
     actual = labels[has_match]
-    voted = [rank_labels(s[:k], lab[:k], power).labels[:5] for s, lab in zip(sims, neighbour_labels, strict=True)]
+    voted = [r.labels[:5] for r in Votes(k, power).rank(Neighbours(sims, neighbour_labels, ids))]
     if len(members) == n:  # every group a single image: pytorch-metric-learning's own computation
         codes = torch.from_numpy(pd.factorize(labels)[0])
         precision = AccuracyCalculator(

@@ -24,6 +24,7 @@ from typing import Any
 
 from kenning.atomic import temporary_name
 from kenning.config import LocalConfig, check_value
+from kenning.decision.rules import Fused, Votes
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
 from kenning.index.backend import SUFFIX
@@ -73,6 +74,25 @@ class IndexManifest:
     file_sizes: dict[str, int] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
     format: str = FORMAT
 
+    @property
+    def local_config(self) -> LocalConfig | None:
+        """The settings its local features were made with; None: no local features."""
+        return LocalConfig(**self.local) if self.local else None
+
+    def votes(self) -> Votes:
+        """The k-NN vote rule the index answers with (decision/rules.py)."""
+        stored = {"k": self.k, "power": self.power, "threshold": self.threshold, "calibration": self.calibration}
+        return Votes.from_dict(stored)
+
+    def fused(self) -> Fused | None:
+        """The fused rule of local matching, as calibrated at build time; None: none was fitted."""
+        local = self.local_config
+        return Fused.from_dict(self.fusion, bool(local and local.verify))
+
+    def with_rules(self, votes: Votes, fused: Fused | None) -> IndexManifest:
+        """This manifest storing `votes` and `fused` (what their to_dict returns)."""
+        return dataclasses.replace(self, **votes.to_dict(), fusion=fused.to_dict() if fused else {})
+
 
 def read_index_manifest(directory: Path) -> IndexManifest:
     """The committed manifest, every value checked: a damaged one is refused in one line, by name."""
@@ -105,7 +125,7 @@ def read_index_manifest(directory: Path) -> IndexManifest:
         raise damaged("the fused threshold is not a probability")
     if manifest.local:
         try:
-            for key, value in dataclasses.asdict(LocalConfig(**manifest.local)).items():
+            for key, value in dataclasses.asdict(manifest.local_config).items():
                 check_value(f"local.{key}", value)
         except (TypeError, KenningError) as exc:
             raise damaged(f"local matching settings: {first_line(exc)}") from None

@@ -1,4 +1,4 @@
-"""Catalogue operations on an index directory: enrol, forget, compact, record the threshold. Each
+"""Catalogue operations on an index directory: enrol, forget, compact, record the answer rules. Each
 locks, reads the latest commit, writes new files and commits (files.py).
 
 Enroll and forget write only the small files, so they take milliseconds at a million images
@@ -9,12 +9,10 @@ same bytes enrolled again under the same label are a no-op, under another label 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kenning.decision.rules import Fused, Votes
 from kenning.errors import KenningError
 from kenning.index.backend import create_index
 from kenning.index.files import (
@@ -223,17 +222,11 @@ def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
     return compacted
 
 
-def set_threshold(
-    directory: str | Path, threshold: float | None, calibration: dict[str, Any], fusion: dict[str, Any] | None = None
-) -> IndexManifest:
-    """Record the unknown threshold and how it was chosen (and, with local matching, the fusion of
-    the stages with its own threshold); only the manifest changes."""
+def set_rules(directory: str | Path, votes: Votes, fused: Fused | None) -> IndexManifest:
+    """Record the answer rules calibration chose (their thresholds and how each was chosen, and
+    with local matching the fusion of the stages); only the manifest changes."""
     directory = Path(directory)
     with writer_lock(directory):
-        manifest = locked_manifest(directory)
-        manifest = dataclasses.replace(manifest, threshold=threshold, calibration=calibration, fusion=fusion or {})
+        manifest = locked_manifest(directory).with_rules(votes, fused)
         commit(directory, manifest)
     return manifest
-
-
-# -- files --

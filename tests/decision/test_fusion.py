@@ -75,5 +75,5 @@ def test_a_strong_local_match_outranks_a_slightly_closer_embedding() -> None:
         Candidates(["near", "matched"], {"global": np.array([0.5, 0.45]), "local": np.array([0.5, 9.0])}), fusion
     )
     assert ranked.labels == ["matched", "near"]
-    assert ranked.confidences == ranked.max_similarity  # the threshold is set on the fused probability
+    assert ranked.confidences == ranked.match_scores  # the threshold is set on the fused probability
     assert ranked.parts[0]["local"] == 9.0 and 0 < ranked.parts[0]["probability"] <= 1

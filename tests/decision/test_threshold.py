@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 
-from kenning.decision.threshold import calibrate_threshold, describe_calibration
+from kenning.decision.threshold import Calibration, calibrate_threshold, describe_calibration
 from kenning.decision.voting import rank_labels
+from kenning.errors import KenningError
 
 
 def queries(known: list[float], new: list[float]) -> tuple[list, list[str]]:
@@ -36,7 +39,9 @@ def test_objectives_choose_differently_when_known_and_new_overlap() -> None:
     assert by_gap.chosen.gap == max(p.gap for p in by_gap.curve)
     assert by_map.chosen.map5 == max(p.map5 for p in by_map.curve)
     assert by_map.to_dict()["objective"] == "map@5" and strict.to_dict()["target_far"] == 0.0
-    assert "false-accept rate <= 0.000" in describe_calibration(strict.to_dict())
+    assert "false-accept rate <= 0.000" in describe_calibration(strict)
+    stored = Calibration.from_dict(json.loads(json.dumps(strict.to_dict())), strict.threshold)
+    assert stored.describe() == strict.describe() and stored.curve == strict.curve  # what an index keeps
 
 
 def test_unknown_objective_is_refused() -> None:
@@ -47,5 +52,12 @@ def test_unknown_objective_is_refused() -> None:
 
 def test_indexes_calibrated_before_objectives_still_describe() -> None:
     old = {"map5": 0.5, "queries": 3, "unknown_queries": 1, "curve": [[0.1, 0.4], [0.2, 0.5]]}
-    assert describe_calibration(old) == "calibrated for map@5 on 3 held-out queries: MAP@5 0.5000"
-    assert describe_calibration({}) == "set by hand"
+    calibration = Calibration.from_dict(old, 0.2)
+    assert describe_calibration(calibration) == "calibrated for map@5 on 3 held-out queries: MAP@5 0.5000"
+    assert calibration.curve == []  # its curve has no GAP to draw
+    assert describe_calibration(Calibration.from_dict({}, 0.3)) == "set by hand"
+
+
+def test_a_damaged_stored_calibration_is_one_line() -> None:
+    with pytest.raises(KenningError, match="calibration is damaged"):
+        Calibration.from_dict({"objective": "map@5", "curve": [{"threshold": "x"}]}, 0.5)

@@ -11,7 +11,7 @@ def test_weighted_vote_by_hand() -> None:
     # shares: a 0.9/2.6, b 1.3/2.6, c 0.4/2.6; confidence = share * nearest similarity
     assert ranked.labels == ["b", "a", "c"]
     assert ranked.confidences == pytest.approx([1.3 / 2.6 * 0.8, 0.9 / 2.6 * 0.9, 0.4 / 2.6 * 0.4])
-    assert ranked.max_similarity == pytest.approx([0.8, 0.9, 0.4])
+    assert ranked.match_scores == pytest.approx([0.8, 0.9, 0.4])
 
 
 def test_missing_neighbours_are_ignored() -> None:
