@@ -45,11 +45,11 @@ from kenning.decision.threshold import calibrate_threshold
 from kenning.decision.voting import Prediction, RankedLabels, place_unknown
 from kenning.embeddings.checkpoint import load_model
 from kenning.embeddings.inference import embed_paths, manifest_transform
-from kenning.embeddings.train import train_embedding
 from kenning.embeddings.training_state import seed_everything
 from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
 from kenning.metrics.answers import answer_metrics
+from kenning.training.run import train_embedding
 
 UNKNOWN = "new_whale"
 KENNING = {"train.mode": "frozen", "train.epochs": 40, "loss.name": "triplet", "loss.miner": "batch_hard"}

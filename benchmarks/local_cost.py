@@ -60,7 +60,7 @@ def replicate(index: GalleryIndex, size: int, seed: int = 0) -> GalleryIndex:
         features.append(f)
     manifest = dataclasses.replace(index.manifest, next_id=0, count=0, index_type="Flat", search_params="")
     base = create_index("faiss", vectors.shape[1], size, "Flat", "")
-    out = GalleryIndex(manifest, base, table.iloc[:0], base_local=FeatureSet.empty())
+    out = GalleryIndex(manifest, base, table.iloc[:0], base_local=FeatureSet.empty(manifest.descriptor_layout))
     labels = [f"{table['label'].iloc[r]}-{i // len(table)}" for i, r in enumerate(rows)]
     out.add(vectors, [f"img{i}" for i in range(size)], labels, [""] * size, local=features)
     return out

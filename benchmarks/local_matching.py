@@ -27,11 +27,11 @@ from common import RESULTS, ROOT, SHARED
 from kenning.config import load_config, parse_assignment
 from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import catalogue_split
-from kenning.embeddings.train import train_embedding
 from kenning.eval.evaluate import EvalResult, evaluate
 from kenning.eval.protocols import run_protocol
 from kenning.metrics.retrieval import map_at_k
 from kenning.recognizer import Recognizer
+from kenning.training.run import train_embedding
 
 TRAIN = {"train.mode": "frozen", "train.epochs": 40, "loss.name": "triplet", "loss.miner": "batch_hard"}
 FIGURES = ["recall@1", "recall@5", "map@r", "map@5", "gap", "known_accuracy", "unknown_accuracy"]

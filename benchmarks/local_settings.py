@@ -25,10 +25,11 @@ from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
 from kenning.local.foreground import Foreground
 from kenning.local.lnbnn import LnbnnMatcher
+from kenning.local.sift import EXTRACTOR
 
 
 def recall(features: list, labels: np.ndarray, groups: np.ndarray, k: int) -> dict[str, float]:
-    matcher = LnbnnMatcher(FeatureSet.of(np.arange(len(labels)), features), labels, k=k)
+    matcher = LnbnnMatcher(FeatureSet.of(np.arange(len(labels)), features, EXTRACTOR.layout), labels, k=k)
     top1, top5 = [], []
     for i, f in enumerate(features):
         own = np.flatnonzero(groups == groups[i])

@@ -20,9 +20,9 @@ from common import ROOT, SHARED
 from kenning.build import build_index
 from kenning.config import load_config
 from kenning.data.readers import read_dataset, select_split
-from kenning.embeddings.train import train_embedding
 from kenning.eval.evaluate import evaluate
 from kenning.recognizer import Recognizer
+from kenning.training.run import train_embedding
 
 
 def run(name: str, data: Path, overrides: dict, work: Path, flip_tta: bool) -> dict:

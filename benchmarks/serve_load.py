@@ -34,7 +34,7 @@ from kenning.build import build_index
 from kenning.config import load_config
 from kenning.data.readers import read_dataset, select_split
 from kenning.embeddings.checkpoint import load_holdout
-from kenning.embeddings.train import train_embedding
+from kenning.training.run import train_embedding
 
 TOKEN = "load-benchmark"
 

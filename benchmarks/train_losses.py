@@ -40,8 +40,8 @@ def run_one(dataset: str, setting: str, mode: str, args: argparse.Namespace) -> 
     from kenning.embeddings.device import select_device
     from kenning.embeddings.inference import embed_paths, manifest_transform
     from kenning.embeddings.model import create_model, data_config
-    from kenning.embeddings.train import train_embedding
-    from kenning.eval.retrieval import leave_one_out
+    from kenning.training.run import train_embedding
+    from kenning.training.validation import leave_one_out
 
     table = read_dataset(SHARED / dataset)
     queries = select_split(table, "eval")

@@ -150,7 +150,8 @@ def train_embed(
     from kenning.embeddings.checkpoint import is_model_dir
     from kenning.embeddings.distributed import launched_ranks
     from kenning.embeddings.model import check_backbone
-    from kenning.embeddings.train import CURVES, train_embedding
+    from kenning.training.curves import CURVES
+    from kenning.training.run import train_embedding
 
     require_output_dir(out, "model folder", is_model_dir)
     flags = {

@@ -12,6 +12,7 @@ import yaml
 
 from kenning.errors import KenningError
 from kenning.labels import check_label
+from kenning.local.registry import EXTRACTORS
 from kenning.paths import require_file
 
 
@@ -108,7 +109,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
     "index.backend": ("faiss", "annoy"),
     "index.calibrate": ("map@5", "gap", "far"),
-    "local.method": ("sift", "none"),
+    "local.method": (*EXTRACTORS, "none"),  # the families in local/registry.py
 }
 
 # Numeric keys: the range a value must lie in, (low, high), None unbounded; "(" makes low exclusive.

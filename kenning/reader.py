@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kenning.config import LocalConfig
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.embeddings.device import select_device
 from kenning.embeddings.inference import Embedded, embed_paths, manifest_transform
@@ -46,7 +45,7 @@ class Reader:
         self.model = model.to(select_device())
         self.transform = manifest_transform(model_manifest)
         self.flip_tta = index_manifest.flip_tta
-        self.local_config = LocalConfig(**index_manifest.local) if index_manifest.local else None
+        self.local_config = index_manifest.local_config
         self.batch_size = batch_size
         self.progress = progress
         self._foreground = None

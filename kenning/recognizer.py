@@ -31,8 +31,8 @@ from kenning.enrolment import EnrollResult, check_enrol_label, enroll_probes
 from kenning.errors import KenningError
 from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import check_model, index_model_dir
-from kenning.local.featureset import LocalFeatures
-from kenning.local.lnbnn import LnbnnMatcher, LocalScores
+from kenning.local.extractor import Matcher, matcher_class
+from kenning.local.featureset import LocalFeatures, LocalScores
 from kenning.local.spatial import inliers
 from kenning.reader import Probes, Reader, StoredReader
 
@@ -44,7 +44,7 @@ VERIFIED_IMAGES = 2  # gallery images per candidate identity checked geometrical
 class Matches:
     neighbours: Neighbours  # the global nearest gallery images, as many as were asked for
     candidates: list[Candidates] | None  # with local matching: identities of either stage, with their scores
-    local: list[LocalScores] | None  # with local matching: each query's LNBNN scores (matched keypoints)
+    local: list[LocalScores] | None  # with local matching: each query's local scores (matched keypoints)
 
 
 class Recognizer:
@@ -67,8 +67,8 @@ class Recognizer:
         self.index_dir = index_dir
         self.use_local = bool(index.manifest.local)
         self.votes, self.fused = index.manifest.votes(), index.manifest.fused()
-        self._matcher: LnbnnMatcher | None = None
-        self._previous_matcher: LnbnnMatcher | None = None  # a refresh's predecessor: its base index may be reused
+        self._matcher: Matcher | None = None
+        self._previous_matcher: Matcher | None = None  # a refresh's predecessor: its base index may be reused
         self._matcher_lock = threading.Lock()
 
     @classmethod
@@ -162,9 +162,10 @@ class Recognizer:
         return local
 
     @property
-    def matcher(self) -> LnbnnMatcher:
-        """LNBNN over the gallery's local features, built on first use; after a refresh that left
-        the base as it was, the base's descriptor index is reused and only enrolments are new."""
+    def matcher(self) -> Matcher:
+        """The family's matcher (SIFT: LNBNN) over the gallery's local features, built on first use;
+        after a refresh that left the base as it was, the base's descriptor index is reused and only
+        enrolments are new."""
         with self._matcher_lock:  # concurrent first queries (a service) build it once
             if self._matcher is None:
                 layout = self.index.local_layout()
@@ -173,7 +174,8 @@ class Recognizer:
                 features, base_rows, dead = layout
                 cfg = self._local_settings
                 labels = self.index.labels_of(features.ids)
-                self._matcher = LnbnnMatcher(
+                matcher = matcher_class(self.index.manifest.extractor.matcher)
+                self._matcher = matcher(
                     features, labels, cfg.k, cfg.max_descriptors, base_rows, dead, reuse=self._previous_matcher
                 )
                 self._previous_matcher = None

@@ -47,7 +47,7 @@ def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kenning.embeddings.train import train_embedding
+    from kenning.training.run import train_embedding
 
     out = tmp_path_factory.mktemp("model")
     train_embedding(small_config(), select_split(read_dataset(demo_dir), "train"), out, progress=False)

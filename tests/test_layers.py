@@ -10,8 +10,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kenning"
 # a floor -> the only third-party and Kenning modules its files may import (besides the standard library)
 LEAVES = {
     "metrics": {"numpy", "sklearn", "kenning.metrics"},
-    "config.py": {"yaml", "kenning.errors", "kenning.labels", "kenning.paths"},  # typed settings, below every stage
+    "local/registry.py": set(),  # names only: the config checks local.method against it
+    "config.py": {"yaml", "kenning.errors", "kenning.labels", "kenning.paths", "kenning.local.registry"},
 }
+# Kenning's floors, lowest first: a module imports only from its own floor or those below. A name
+# is a package or a module (dotted, under kenning); the longest that matches a module places it.
+FLOORS = (
+    ("errors", "labels", "paths", "atomic", "locks", "manifests", "photos", "figures", "metrics", "local.registry"),
+    ("config",),
+    ("data",),
+    ("embeddings", "decision"),  # the model and its losses; the answer rules
+    ("local",),  # local features (their foreground map uses the backbone)
+    ("index",),  # vectors and local features stored and searched; stores the rules
+    ("reader", "enrolment", "recognizer"),  # the query path
+    ("build", "training"),  # building an index, training a model (its validation searches)
+    ("eval",),
+    ("serve",),
+    ("cli", "__main__"),
+)
 
 
 def _imports(path: Path) -> set[str]:
@@ -42,6 +58,37 @@ def test_leaves_import_nothing_above_them() -> None:
                 if _third_party_or_ours(name) and not any(name == a or name.startswith(f"{a}.") for a in allowed)
             }
             assert not outside, f"{path.relative_to(PACKAGE.parent)} imports {sorted(outside)}"
+
+
+def _floor(module: str) -> int:
+    """The floor of `kenning.<module>` (a dotted name): the longest floor name it starts with."""
+    best, floor = -1, -1
+    for level, names in enumerate(FLOORS):
+        for name in names:
+            if (module == name or module.startswith(f"{name}.")) and len(name) > best:
+                best, floor = len(name), level
+    assert floor >= 0, f"kenning.{module} is on no floor: add it to FLOORS"
+    return floor
+
+
+def test_no_module_imports_from_a_floor_above_it() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+        if module == "__init__":
+            continue
+        own = _floor(module)
+        above = sorted(
+            name
+            for name in _imports(path)
+            if name.startswith("kenning.") and _floor(name.removeprefix("kenning.")) > own
+        )
+        assert not above, f"kenning.{module} (floor {own}) imports {above} from above it"
+
+
+def test_the_floors_catch_an_upward_import() -> None:
+    """The check itself: the recognizer is above the index, and metrics below everything."""
+    assert _floor("index.gallery") < _floor("recognizer") and _floor("metrics.answers") < _floor("decision")
+    assert _floor("local.registry") < _floor("config") < _floor("local.sift")
 
 
 def test_the_layering_test_sees_imports() -> None:

@@ -1,53 +1,17 @@
-"""PNG figures people open: training curves and the evaluation report's figures."""
+"""The evaluation report's PNG figures."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from kenning.atomic import atomic_save
 from kenning.data.images import load_image
 from kenning.errors import KenningError
-
-matplotlib.rcParams["text.parse_math"] = False  # labels are users' text: "Cost $5 hut" is not TeX
-
-VALIDATION_METRICS = ("recall@1", "map@5", "map@r")
-
-
-def plot_training_curves(history: list[dict[str, float]], path: str | Path, best_epoch: int | None = None) -> None:
-    """Training loss (left) and validation figures on held-out identities (right), per epoch."""
-    epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [row["loss"] for row in history], marker="o")
-    left.set(title="training loss", xlabel="epoch", ylabel="loss")
-    for metric in VALIDATION_METRICS:
-        values = [row.get(metric) for row in history]
-        if any(v is not None for v in values):
-            right.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", label=metric)
-    if best_epoch is not None:
-        right.axvline(best_epoch, color="grey", linestyle="--", label=f"best (epoch {best_epoch})")
-    right.set(title="validation (held-out identities)", xlabel="epoch", ylim=(0, 1))
-    if right.get_legend_handles_labels()[0]:
-        right.legend(loc="lower right")
-    else:
-        right.text(0.5, 0.5, "no held-out identities", ha="center", va="center", transform=right.transAxes)
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-    _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: str | Path) -> None:
-    fig.tight_layout()
-    atomic_save(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
+from kenning.figures import plt, save_figure
 
 
 def plot_threshold_sweep(
@@ -68,7 +32,7 @@ def plot_threshold_sweep(
     ax.set_title("threshold sweep: below the threshold the first answer is unknown")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_similarity_histograms(best: np.ndarray, known: np.ndarray, threshold: float | None, path: str | Path) -> None:
@@ -90,7 +54,7 @@ def plot_similarity_histograms(best: np.ndarray, known: np.ndarray, threshold: f
     ax.set(xlabel="best-match cosine similarity", ylabel="queries", title="match similarity, known vs unknown")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_per_identity(per_query: pd.DataFrame, path: str | Path) -> None:
@@ -117,7 +81,7 @@ def plot_per_identity(per_query: pd.DataFrame, path: str | Path) -> None:
     ax.set(xlabel="gallery images of the identity", ylabel="top-1 accuracy", ylim=(-0.05, 1.05))
     ax.set_title("per-identity accuracy vs gallery images")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 @dataclass
@@ -149,7 +113,7 @@ def plot_retrieval_grid(rows: list[RetrievalRow], path: str | Path, thumb: int =
                 spine.set(color=colour, linewidth=2.5 if colour != "black" else 1)
         for ax in axrow[len(cells) :]:
             ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _thumbnail(path: str, size: int) -> np.ndarray:
@@ -186,7 +150,7 @@ def plot_reliability(parts: dict[str, tuple[np.ndarray, np.ndarray]], path: str 
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 @dataclass
@@ -215,7 +179,7 @@ def plot_local_matches(rows: list[MatchRow], path: str | Path, height: int = 220
             ax.plot([qx * ls, gx * rs + left.shape[1] + 10], [qy * ls, gy * rs], color=colour, linewidth=0.6, alpha=0.7)
         ax.set_title(f"{row.title}: {len(row.query_xy)} matched keypoints", fontsize=8, color=colour)
         ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _scaled(path: str, height: int) -> tuple[np.ndarray, float]:
@@ -244,4 +208,4 @@ def plot_foregrounds(rows: list[tuple[str, str, np.ndarray]], path: str | Path, 
         axes[1, j].imshow((photo * (0.25 + 0.75 * up[:, :, None])).astype(np.uint8))
         for ax in axes[:, j]:
             ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -120,7 +120,7 @@ def commit_changes(
     write_delta(directory / changes["delta_file"], delta)
     if manifest.local:
         changes["local_delta_file"] = f"local-delta-{gen}.npz"
-        (delta.local or FeatureSet.empty()).save(directory / changes["local_delta_file"])
+        (delta.local or FeatureSet.empty(manifest.descriptor_layout)).save(directory / changes["local_delta_file"])
     if removed is not None:
         changes["removed_file"] = f"removed-{gen}.npy"
         atomic_save_array(directory / changes["removed_file"], removed)
@@ -182,14 +182,16 @@ def read_delta(directory: Path, manifest: IndexManifest) -> Delta:
     column = table.column("vector").combine_chunks()
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     rows = complete_table(table.drop(["vector"]).to_pandas())
-    local = FeatureSet.load(directory / manifest.local_delta_file) if manifest.local else None
+    local = (
+        FeatureSet.load(directory / manifest.local_delta_file, manifest.descriptor_layout) if manifest.local else None
+    )
     if local is not None and not same_ids(local.ids, rows["id"]):
         raise KenningError(f"index {directory} is inconsistent: the local features of its enrolments do not match them")
     return Delta(rows, vectors.reshape(len(rows), manifest.embedding_dim), local)
 
 
 def empty_delta(manifest: IndexManifest) -> Delta:
-    local = FeatureSet.empty() if manifest.local else None
+    local = FeatureSet.empty(manifest.descriptor_layout) if manifest.local else None
     return Delta(empty_table(), np.zeros((0, manifest.embedding_dim), np.float32), local)
 
 

@@ -63,7 +63,9 @@ class GalleryIndex:
         self.manifest = manifest
         self.base = base
         self.base_table = base_table.reset_index(drop=True)
-        self.base_local = base_local if base_local is not None or not manifest.local else FeatureSet.empty()
+        self.base_local = (
+            base_local if base_local is not None or not manifest.local else FeatureSet.empty(manifest.descriptor_layout)
+        )
         self._set_changes(
             delta or empty_delta(manifest),
             np.zeros(0, np.int64) if removed is None else removed,
@@ -128,7 +130,8 @@ class GalleryIndex:
         self.base.add(vectors, ids, progress=progress)
         self.base_table = concat_tables(self.base_table, table_rows(ids, image_ids, labels, paths, digests))
         if local is not None and self.base_local is not None:
-            self.base_local = concat([self.base_local, FeatureSet.of(ids, local)])
+            layout = self.manifest.descriptor_layout
+            self.base_local = concat([self.base_local, FeatureSet.of(ids, local, layout)], layout)
         self.manifest.next_id += len(vectors)
         self._set_changes(self.delta, self.removed)
         return ids
@@ -213,7 +216,8 @@ class GalleryIndex:
             return None
         if self._live_local is None:  # the matcher, evaluation and reports all ask: gathered once per change
             base = self.base_local.select(~np.isin(self.base_local.ids, self.removed))
-            self._live_local = concat([base, self.delta.local]) if self.delta.local is not None else base
+            delta = self.delta.local
+            self._live_local = base if delta is None else concat([base, delta], self.manifest.descriptor_layout)
         return self._live_local
 
     def local_layout(self) -> tuple[FeatureSet, int, np.ndarray] | None:
@@ -222,7 +226,9 @@ class GalleryIndex:
         until the next compaction or build, so its descriptor index can outlive enrolments."""
         if self.base_local is None:
             return None
-        features = concat([self.base_local, self.delta.local]) if self.delta.local is not None else self.base_local
+        features = self.base_local
+        if self.delta.local is not None:
+            features = concat([self.base_local, self.delta.local], self.manifest.descriptor_layout)
         dead = np.flatnonzero(np.isin(self.base_local.ids, self.removed))
         return features, len(self.base_local), dead
 
@@ -246,7 +252,10 @@ class GalleryIndex:
         rows = table_rows(ids, image_ids, labels, [""] * len(ids))
         delta_local = None
         if local is not None:
-            delta_local = concat([self.delta.local or FeatureSet.empty(), FeatureSet.of(ids, local)])
+            layout = self.manifest.descriptor_layout
+            delta_local = concat(
+                [self.delta.local or FeatureSet.empty(layout), FeatureSet.of(ids, local, layout)], layout
+            )
         delta = Delta(concat_tables(self.delta.table, rows), np.concatenate([self.delta.vectors, vectors]), delta_local)
         return GalleryIndex(manifest, self.base, self.base_table, delta, self.removed, self.base_local)
 
@@ -287,7 +296,8 @@ class GalleryIndex:
         if self.manifest.local:
             local_files = {"local_base_file": f"local-base-{gen}.npz", "local_delta_file": f"local-delta-{gen}.npz"}
             self.base_local.save(directory / local_files["local_base_file"])
-            (self.delta.local or FeatureSet.empty()).save(directory / local_files["local_delta_file"])
+            delta_local = self.delta.local or FeatureSet.empty(self.manifest.descriptor_layout)
+            delta_local.save(directory / local_files["local_delta_file"])
         self.manifest = dataclasses.replace(
             self.manifest,
             **local_files,
@@ -339,7 +349,9 @@ class GalleryIndex:
             base_table = complete_table(pd.read_parquet(directory / manifest.base_table))
             delta = read_delta(directory, manifest)
             removed = read_ids(directory / manifest.removed_file)
-            base_local = FeatureSet.load(directory / manifest.local_base_file) if manifest.local else None
+            base_local = None
+            if manifest.local:
+                base_local = FeatureSet.load(directory / manifest.local_base_file, manifest.descriptor_layout)
         except (FileNotFoundError, KenningError):  # missing files: retried by load; ours: already one line
             raise
         except Exception as exc:  # faiss raises RuntimeError, pyarrow and numpy their own types

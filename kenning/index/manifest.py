@@ -28,6 +28,8 @@ from kenning.decision.rules import Fused, Votes
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
 from kenning.index.backend import SUFFIX
+from kenning.local.extractor import Extractor, create_extractor
+from kenning.local.featureset import Layout
 from kenning.manifests import read_manifest
 from kenning.paths import path_kind, require_output_dir
 
@@ -78,6 +80,18 @@ class IndexManifest:
     def local_config(self) -> LocalConfig | None:
         """The settings its local features were made with; None: no local features."""
         return LocalConfig(**self.local) if self.local else None
+
+    @property
+    def extractor(self) -> Extractor:
+        """The family its local features were extracted by (the index must have them)."""
+        local = self.local_config
+        if local is None:
+            raise KenningError("this index has no local features: rebuild it with --local sift")
+        return create_extractor(local.method)
+
+    @property
+    def descriptor_layout(self) -> Layout:
+        return self.extractor.layout
 
     def votes(self) -> Votes:
         """The k-NN vote rule the index answers with (decision/rules.py)."""

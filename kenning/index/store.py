@@ -106,7 +106,8 @@ def enroll(
             added = np.asarray(vectors, np.float32)[positions]
             added_local = None
             if delta.local is not None and local is not None:
-                added_local = concat([delta.local, FeatureSet.of(ids, [local[i] for i in positions])])
+                layout = manifest.descriptor_layout
+                added_local = concat([delta.local, FeatureSet.of(ids, [local[i] for i in positions], layout)], layout)
             delta = Delta(concat_tables(delta.table, rows), np.concatenate([delta.vectors, added]), added_local)
             commit_changes(directory, manifest, delta, None, count=count, next_id=manifest.next_id + len(ids))
     return Enrolment(ids, new_ids, positions, already, count)

@@ -1,10 +1,5 @@
-"""Images -> RootSIFT keypoints on the instance: OpenCV SIFT, kept where the foreground map is high.
-
-RootSIFT (Arandjelovic & Zisserman, 2012): the square root of the L1-normalised SIFT descriptor,
-so Euclidean distance between them compares histograms by the Hellinger kernel; it matches better
-than SIFT at no cost. Descriptors are stored as uint8 (x 255), keypoints as x, y, scale, angle in
-pixels of the original image.
-"""
+"""Images -> local features on the instance, by the family `local.method` names (registry.py):
+the foreground map of each image (foreground.py) and the family's keypoints and descriptors."""
 
 from __future__ import annotations
 
@@ -13,15 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from kenning.config import LocalConfig
 from kenning.data.images import load_image
 from kenning.errors import KenningError
-from kenning.local.featureset import DIM, LocalFeatures
-from kenning.local.foreground import Foreground, weight_at
+from kenning.local.extractor import create_extractor
+from kenning.local.featureset import LocalFeatures
+from kenning.local.foreground import Foreground
 
 BATCH = 16  # images per foreground batch
 
@@ -32,59 +27,13 @@ class Extracted:
     errors: list[str]
 
 
-def root_sift(descriptors: np.ndarray) -> np.ndarray:
-    """SIFT -> RootSIFT, as uint8 (x 255; each value is at most 1)."""
-    d = descriptors.astype(np.float32)
-    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
-    return np.clip(np.rint(np.sqrt(d) * 255), 0, 255).astype(np.uint8)
-
-
-def sift_features(image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
-    """Detect SIFT keypoints on the image resized to `cfg.image_side` (longest side), keep those
-    whose foreground weight is at least `cfg.foreground` and the strongest `cfg.max_keypoints` of
-    them, and describe them as RootSIFT."""
-    width, height = image.size
-    scale = cfg.image_side / max(width, height) if cfg.image_side else 1.0
-    gray = np.asarray(image.convert("L"))
-    if scale != 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    sift = cv2.SIFT_create()
-    keypoints = sift.detect(gray, None)
-    if cfg.upright:
-        keypoints = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave) for k in keypoints]
-    xy = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2) / scale
-    weights = weight_at(foreground, xy[:, 0], xy[:, 1], width, height) if len(xy) else np.zeros(0, np.float32)
-    response = np.array([k.response for k in keypoints], np.float32)
-    keep = np.flatnonzero(weights >= cfg.foreground)
-    keep = keep[np.argsort(-response[keep], kind="stable")[: cfg.max_keypoints]]
-    chosen = [keypoints[i] for i in keep]
-    descriptors = np.zeros((0, DIM), np.uint8)
-    if chosen:
-        chosen, raw = sift.compute(gray, chosen)
-        descriptors = root_sift(raw)
-    points = np.array([[*k.pt, k.size, k.angle] for k in chosen], np.float32).reshape(-1, 4)
-    points[:, :3] /= scale
-    chosen_xy = points[:, :2]
-    return LocalFeatures(
-        keypoints=points,
-        descriptors=descriptors,
-        weights=weight_at(foreground, chosen_xy[:, 0], chosen_xy[:, 1], width, height)
-        if len(points)
-        else np.zeros(0, np.float32),
-        foreground=foreground.astype(np.float16),
-        size=(width, height),
-    )
-
-
 def extract_paths(
     paths: Sequence[str], cfg: LocalConfig, foreground: Foreground | None = None, progress: bool = True
 ) -> Extracted:
     """Local features of each image; an unreadable one gives None and one warning line."""
-    if cfg.method != "sift":
-        raise KenningError(f"local features {cfg.method!r} cannot be extracted (local.method: sift or none)")
+    extractor = create_extractor(cfg.method)
     foreground = foreground or Foreground()
-    cv2.setNumThreads(0)  # OpenCV's own thread pool: SIFT's pyramid and extrema use every core
+    cv2.setNumThreads(0)  # OpenCV's own thread pool: SIFT's pyramid and extrema (and RANSAC) use every core
     features: list[LocalFeatures | None] = [None] * len(paths)
     errors: list[str] = []
     bar = tqdm(total=len(paths), desc="local features", unit="img", disable=not progress)
@@ -99,7 +48,7 @@ def extract_paths(
                     tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
         maps = foreground.maps([img for _, img in images])
         for (i, img), fmap in zip(images, maps, strict=True):
-            features[i] = sift_features(img, fmap, cfg)
+            features[i] = extractor(img, fmap, cfg)
         bar.update(min(start + BATCH, len(paths)) - start)
     bar.close()
     return Extracted(features, errors)

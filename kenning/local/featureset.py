@@ -2,7 +2,8 @@
 
 One `.npz` file per set (the gallery's bulk, the enrolments since); image i owns descriptors
 [offsets[i], offsets[i + 1]). Ids are the gallery ids of the vector index, so forgetting an image
-(a tombstone) and compaction apply to both stages alike.
+(a tombstone) and compaction apply to both stages alike. Descriptors have the size and dtype of
+their family's `Layout` (SIFT: 128 uint8); a set is checked against it when loaded or extended.
 """
 
 from __future__ import annotations
@@ -16,8 +17,21 @@ import numpy as np
 from kenning.atomic import atomic_save
 from kenning.errors import KenningError, first_line
 
-DIM = 128  # SIFT
 FIELDS = ("ids", "offsets", "keypoints", "descriptors", "weights", "foreground", "sizes")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A family's descriptors: their size and how they are stored."""
+
+    dim: int
+    dtype: str  # a numpy dtype name: uint8, float16, float32
+
+    def check(self, descriptors: np.ndarray, what: str) -> None:
+        if descriptors.ndim != 2 or descriptors.shape[1] != self.dim or descriptors.dtype != np.dtype(self.dtype):
+            raise KenningError(
+                f"{what} hold {descriptors.dtype} descriptors of shape {descriptors.shape}, not {self.dim} {self.dtype}"
+            )
 
 
 @dataclass
@@ -25,7 +39,7 @@ class LocalFeatures:
     """Local features of one image."""
 
     keypoints: np.ndarray  # (n, 4) float32: x, y, scale, angle (degrees) in original pixels
-    descriptors: np.ndarray  # (n, 128) uint8: RootSIFT x 255
+    descriptors: np.ndarray  # (n, layout.dim) of layout.dtype (SIFT: RootSIFT x 255, uint8)
     weights: np.ndarray  # (n,) float32: foreground weight at each keypoint
     foreground: np.ndarray  # (h, w) float16: the image's foreground map
     size: tuple[int, int]  # (width, height) of the original image
@@ -34,8 +48,19 @@ class LocalFeatures:
         return len(self.descriptors)
 
 
+@dataclass
+class LocalScores:
+    """One query's local scores against a gallery (what a matcher returns)."""
+
+    image_ids: np.ndarray  # gallery ids that scored, best first
+    image_scores: np.ndarray
+    labels: list[str]  # identities that scored, best first
+    label_scores: np.ndarray
+    matches: dict[int, np.ndarray]  # gallery id -> (m, 2) pairs (query keypoint, gallery keypoint) that voted
+
+
 def as_float(descriptors: np.ndarray) -> np.ndarray:
-    """Stored uint8 descriptors -> unit-length float32 vectors for search."""
+    """Stored descriptors -> unit-length float32 vectors for search."""
     d = descriptors.astype(np.float32)
     return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-7)
 
@@ -45,7 +70,7 @@ class FeatureSet:
     ids: np.ndarray  # (m,) int64 gallery ids
     offsets: np.ndarray  # (m + 1,) int64
     keypoints: np.ndarray  # (n, 4) float32: x, y, scale, angle
-    descriptors: np.ndarray  # (n, 128) uint8 RootSIFT
+    descriptors: np.ndarray  # (n, layout.dim) of layout.dtype
     weights: np.ndarray  # (n,) float16 foreground weight of each keypoint
     foreground: np.ndarray  # (m, h, w) float16 foreground maps
     sizes: np.ndarray  # (m, 2) int32 width, height
@@ -58,27 +83,31 @@ class FeatureSet:
         return int(self.offsets[-1])
 
     @classmethod
-    def empty(cls, map_shape: tuple[int, int] = (12, 12)) -> FeatureSet:
+    def empty(cls, layout: Layout, map_shape: tuple[int, ...] = (12, 12)) -> FeatureSet:
         return cls(
             np.zeros(0, np.int64),
             np.zeros(1, np.int64),
             np.zeros((0, 4), np.float32),
-            np.zeros((0, DIM), np.uint8),
+            np.zeros((0, layout.dim), layout.dtype),
             np.zeros(0, np.float16),
             np.zeros((0, *map_shape), np.float16),
             np.zeros((0, 2), np.int32),
         )
 
     @classmethod
-    def of(cls, ids: Sequence[int], features: Sequence[LocalFeatures]) -> FeatureSet:
+    def of(cls, ids: Sequence[int], features: Sequence[LocalFeatures], layout: Layout) -> FeatureSet:
+        """One set of the images' features; each must have `layout` (features of another family
+        are refused, never cast)."""
         if not features:
-            return cls.empty()
+            return cls.empty(layout)
+        for f in features:
+            layout.check(f.descriptors, "local features")
         counts = [len(f) for f in features]
         return cls(
             np.asarray(ids, np.int64),
             np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             np.concatenate([f.keypoints for f in features]).astype(np.float32),
-            np.concatenate([f.descriptors for f in features]).astype(np.uint8),
+            np.concatenate([f.descriptors for f in features]),
             np.concatenate([f.weights for f in features]).astype(np.float16),
             np.stack([f.foreground for f in features]).astype(np.float16),
             np.array([f.size for f in features], np.int32),
@@ -126,8 +155,8 @@ class FeatureSet:
         atomic_save(path, write)
 
     @classmethod
-    def load(cls, path: Path) -> FeatureSet:
-        """Read and check a stored set; a damaged or foreign file is one line naming it."""
+    def load(cls, path: Path, layout: Layout) -> FeatureSet:
+        """Read and check a stored set of `layout`; a damaged or foreign file is one line naming it."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {f: data[f] for f in FIELDS}
@@ -140,8 +169,8 @@ class FeatureSet:
         consistent = (
             fs.offsets.shape == (m + 1,)
             and (m == 0 or (fs.offsets[0] == 0 and fs.offsets[-1] == n and np.all(np.diff(fs.offsets) >= 0)))
-            and fs.descriptors.shape == (n, DIM)
-            and fs.descriptors.dtype == np.uint8
+            and fs.descriptors.shape == (n, layout.dim)
+            and fs.descriptors.dtype == np.dtype(layout.dtype)
             and fs.keypoints.shape == (n, 4)
             and fs.weights.shape == (n,)
             and len(fs.foreground) == m
@@ -152,10 +181,10 @@ class FeatureSet:
         return fs
 
 
-def concat(sets: Sequence[FeatureSet], map_shape: tuple[int, ...] = (12, 12)) -> FeatureSet:
+def concat(sets: Sequence[FeatureSet], layout: Layout, map_shape: tuple[int, ...] = (12, 12)) -> FeatureSet:
     sets = [s for s in sets if len(s)]
     if not sets:
-        return FeatureSet.empty(tuple(map_shape))  # type: ignore[arg-type]
+        return FeatureSet.empty(layout, map_shape)
     counts = np.concatenate([np.diff(s.offsets) for s in sets])
     return FeatureSet(
         np.concatenate([s.ids for s in sets]),

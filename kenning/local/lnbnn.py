@@ -12,29 +12,16 @@ query is scored only against a shortlist of gallery images (the global embedding
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import faiss
 import numpy as np
 import torch
 
-from kenning.local.featureset import DIM, FeatureSet, LocalFeatures, as_float
+from kenning.local.featureset import FeatureSet, LocalFeatures, LocalScores, as_float
 
 EXCLUDED_SLACK = 8  # extra neighbours fetched per query descriptor when some gallery images are excluded
 FLAT_LIMIT = 200_000  # descriptors searched exactly up to this; IVF above (approximate, ~20x faster)
 BLOCK = 100_000  # database descriptors per block of the exact search (a 1000-descriptor query: 400 MB)
 NPROBE = 16
-
-
-@dataclass
-class LocalScores:
-    """One query's LNBNN scores."""
-
-    image_ids: np.ndarray  # gallery ids that scored, best first
-    image_scores: np.ndarray
-    labels: list[str]  # identities that scored, best first
-    label_scores: np.ndarray
-    matches: dict[int, np.ndarray]  # gallery id -> (m, 2) pairs (query keypoint, gallery keypoint) that voted
 
 
 class LnbnnMatcher:
@@ -208,7 +195,8 @@ class _Approximate:
 
     def __init__(self, vectors: np.ndarray):
         lists = int(4 * np.sqrt(len(vectors)))
-        self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(DIM), DIM, lists)
+        dim = vectors.shape[1]
+        self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
         self.index.train(vectors[np.random.default_rng(0).permutation(len(vectors))[: 64 * lists]])
         self.index.add(vectors)
         self.index.nprobe = NPROBE
@@ -245,3 +233,6 @@ def _search(
 
 def _empty() -> LocalScores:
     return LocalScores(np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0), {})
+
+
+MATCHER = LnbnnMatcher  # registry.MATCHERS['lnbnn']

@@ -15,8 +15,8 @@ import torch
 from kenning.embeddings.checkpoint import load_model
 from kenning.embeddings.distributed import Ranks, shard_bounds
 from kenning.embeddings.sampling import DistributedPKSampler
-from tests.embeddings.test_train import ROOT, _kenning, _train_args
 from tests.processes import kill_when
+from tests.training.test_run import ROOT, _kenning, _train_args
 
 EPOCHS = 40
 ARGS = ("--mode", "frozen", "--loss", "arcface+triplet:0.5", "--epochs", str(EPOCHS), "--set", "train.head_lr=3e-3")

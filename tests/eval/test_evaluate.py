@@ -12,9 +12,9 @@ from kenning.data.splits import catalogue_split, sighting_key
 from kenning.eval.evaluate import evaluate
 from kenning.eval.protocols import run_protocol
 from kenning.eval.report import write_report
-from kenning.eval.retrieval import leave_one_out
 from kenning.index.gallery import GalleryIndex
 from kenning.recognizer import Recognizer
+from kenning.training.validation import leave_one_out
 from tests.conftest import small_config
 
 

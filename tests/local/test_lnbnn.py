@@ -11,9 +11,10 @@ import skimage.data
 from PIL import Image
 
 from kenning.config import LocalConfig
-from kenning.local.features import extract_paths, root_sift
+from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
 from kenning.local.lnbnn import LnbnnMatcher
+from kenning.local.sift import LAYOUT, root_sift
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera"]
 
@@ -44,7 +45,7 @@ def test_a_disguised_copy_finds_its_source_first(photos: dict[str, Path], tmp_pa
     cfg = LocalConfig(method="sift", max_keypoints=500)
     gallery = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False)
     assert not gallery.errors and all(len(f) > 50 for f in gallery.features)
-    matcher = LnbnnMatcher(FeatureSet.of(range(len(PHOTOS)), gallery.features), np.array(PHOTOS), k=3)
+    matcher = LnbnnMatcher(FeatureSet.of(range(len(PHOTOS)), gallery.features, LAYOUT), np.array(PHOTOS), k=3)
     query = extract_paths([str(_disguise(photos[source], tmp_path / "q.jpg"))], cfg, progress=False).features[0]
     scores = matcher.score(query)
     assert scores.labels[0] == source
@@ -55,7 +56,7 @@ def test_a_disguised_copy_finds_its_source_first(photos: dict[str, Path], tmp_pa
 def test_excluded_images_never_match(photos: dict[str, Path]) -> None:
     cfg = LocalConfig(method="sift", max_keypoints=300)
     features = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False).features
-    matcher = LnbnnMatcher(FeatureSet.of(range(len(PHOTOS)), features), np.array(PHOTOS), k=3)
+    matcher = LnbnnMatcher(FeatureSet.of(range(len(PHOTOS)), features, LAYOUT), np.array(PHOTOS), k=3)
     alone = matcher.score(features[2])
     assert alone.labels[0] == "chelsea"  # itself
     without = matcher.score(features[2], exclude=np.array([2]))
@@ -82,7 +83,7 @@ def test_a_matcher_over_base_and_enrolments_scores_as_one_over_the_live_images(p
     same scores as one matcher over the live images alone, and the base's index is shared."""
     cfg = LocalConfig(method="sift", max_keypoints=300)
     features = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False).features
-    everything = FeatureSet.of(range(len(PHOTOS)), features)
+    everything = FeatureSet.of(range(len(PHOTOS)), features, LAYOUT)
     labels = np.array(PHOTOS)
     base = LnbnnMatcher(everything.select(np.arange(len(PHOTOS)) < 4), labels[:4], k=3)
     # later: "camera" and "immunohistochemistry" enrolled, "coffee" (row 1) forgotten

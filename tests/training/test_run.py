@@ -13,8 +13,8 @@ from PIL import Image
 from kenning.data.readers import UNLABELLED
 from kenning.embeddings.checkpoint import WEIGHTS, load_holdout, load_model
 from kenning.embeddings.model import create_model
-from kenning.embeddings.train import split_holdout
 from kenning.errors import KenningError
+from kenning.training.run import split_holdout
 from tests.processes import kill_when
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -204,7 +204,7 @@ def test_a_second_run_into_one_folder_is_refused_and_leftovers_are_swept(demo_di
 
 def test_auto_mode_fine_tunes_on_cuda_and_freezes_the_backbone_on_a_cpu() -> None:
     from kenning.config import load_config
-    from kenning.embeddings.train import resolve_mode
+    from kenning.training.run import resolve_mode
 
     cfg = load_config(None, {})
     assert cfg.train.mode == "auto"

@@ -1,4 +1,5 @@
-"""Leave-one-out retrieval figures of a labelled set of embeddings (protocol A, training validation)."""
+"""Leave-one-out retrieval figures of a labelled set of embeddings: each epoch's validation on held-out
+identities, and protocol A; ranked through the same vote rule as `query` (decision/rules.py)."""
 
 from __future__ import annotations
 
