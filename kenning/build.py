@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kenning.config import IndexConfig, LocalConfig
+from kenning.config import Config, IndexConfig, LocalConfig
 from kenning.data.duplicates import DIGEST, drop_duplicates
-from kenning.data.readers import UNLABELLED
+from kenning.data.readers import UNLABELLED, read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.decision.fusion import Fusion, fit_fusion
 from kenning.decision.rules import Fused
@@ -166,6 +166,31 @@ def build_index_from_embeddings(
     index.save(out, progress=progress, replace=replace)
     recognizer = Recognizer(None, manifest, index, reader=StoredReader(vectors), progress=progress)
     return index, _calibrate(recognizer, holdout, cfg, out, False, thresholds)
+
+
+def build_from(
+    out: str | Path,
+    cfg: Config,
+    model: str | Path | None = None,
+    data: str | Path | None = None,
+    embeddings: str | Path | None = None,
+    split: str = "all",
+    replace: bool = False,
+) -> tuple[GalleryIndex, Calibration | None]:
+    """`build-index`: from a model and a dataset folder (`split` of it), or from a folder `kenning
+    embed` wrote (no model, no images, so no local features)."""
+    if embeddings is not None and (model is not None or data is not None):
+        raise KenningError("--embeddings holds the model's vectors of the gallery: drop --model and --data")
+    if embeddings is not None:
+        if cfg.local.method != "none":
+            raise KenningError("local features need the images: build from --model and --data with --local sift")
+        return build_index_from_embeddings(embeddings, cfg.index, out, replace=replace)
+    if model is None or data is None:
+        raise KenningError(
+            "build-index needs --model and --data, or --embeddings (or --compact with an existing --out)"
+        )
+    gallery = select_split(read_dataset(data), split)
+    return build_index(model, gallery, cfg.index, out, local=cfg.local, replace=replace)
 
 
 def _labelled_gallery(gallery: pd.DataFrame, cfg: IndexConfig) -> pd.DataFrame:

@@ -109,7 +109,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
     "index.backend": ("faiss", "annoy"),
     "index.calibrate": ("map@5", "gap", "far"),
-    "local.method": (*EXTRACTORS, "none"),  # the families in local/registry.py
 }
 
 # Numeric keys: the range a value must lie in, (low, high), None unbounded; "(" makes low exclusive.
@@ -191,6 +190,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
+def option_overrides(sections: tuple[str, ...], **options: Any) -> dict[str, Any]:
+    """Command-line options -> config keys, derived from the dataclasses (the CLI and its torchrun
+    relaunch use the same): an option is the field of its name in the first of `sections` that has
+    one (build-index --k: index.k), or, named after a section, that section's first field (--loss:
+    loss.name, --local: local.method). Unset options (None) are left out; paths become strings."""
+    out = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in sections:
+            key = f"{name}.{_fields(name)[0]}"
+        else:
+            owner = next((s for s in sections if name in _fields(s)), None)
+            if owner is None:
+                raise ValueError(f"option {name!r} is no field of {', '.join(sections)}")  # a programming error
+            key = f"{owner}.{name}"
+        out[key] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def _fields(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(get_type_hints(Config)[section])]
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """'train.epochs=3' -> ('train.epochs', 3); the value is read as YAML so types come out right."""
     if "=" not in text:
@@ -225,8 +248,9 @@ def check_value(dotted: str, value: Any) -> Any:
     """`value` when it is allowed for config key `dotted` (a choice, a finite number in range, a
     valid label); else one line naming key, value and what is allowed. Also for values that reach
     a setting without a config file (query --k / --power)."""
-    if dotted in CHOICES and value not in CHOICES[dotted]:
-        raise KenningError(f"config key '{dotted}' must be one of {', '.join(CHOICES[dotted])}, got {value!r}")
+    choices = (*EXTRACTORS, "none") if dotted == "local.method" else CHOICES.get(dotted)  # families registered now
+    if choices is not None and value not in choices:
+        raise KenningError(f"config key '{dotted}' must be one of {', '.join(choices)}, got {value!r}")
     if dotted == "index.unknown_label":
         value = check_label(value, "index.unknown_label")
         if any(ch.isspace() for ch in value):  # it is written as an id in whale submissions

@@ -89,3 +89,16 @@ def test_every_numeric_key_refuses_values_out_of_range(key: str) -> None:
         with pytest.raises(KenningError, match=f"config key '{key}' must be"):
             load_config(None, {key: value})
     load_config(None, {key: high if high is not None else low + 1})  # the edge itself is allowed
+
+
+def test_options_map_to_config_keys_by_their_dataclass_fields() -> None:
+    from kenning.config import option_overrides
+
+    got = option_overrides(("index", "local"), k=5, local="sift", threshold=None, unknown_label="new_whale")
+    assert got == {"index.k": 5, "local.method": "sift", "index.unknown_label": "new_whale"}  # k: index's first
+    assert option_overrides(("train", "model", "loss"), loss="triplet", weights=Path("w.pt")) == {
+        "loss.name": "triplet",
+        "model.weights": "w.pt",
+    }
+    with pytest.raises(ValueError, match="no field"):
+        option_overrides(("index",), epochs=3)

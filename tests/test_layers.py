@@ -22,7 +22,7 @@ FLOORS = (
     ("embeddings", "decision"),  # the model and its losses; the answer rules
     ("local",),  # local features (their foreground map uses the backbone)
     ("index",),  # vectors and local features stored and searched; stores the rules
-    ("reader", "enrolment", "recognizer"),  # the query path
+    ("reader", "enrolment", "recognizer", "answers"),  # the query path
     ("build", "training"),  # building an index, training a model (its validation searches)
     ("eval",),
     ("serve",),
@@ -95,3 +95,24 @@ def test_the_layering_test_sees_imports() -> None:
     """The check itself: it finds what a file imports, at any depth."""
     found = _imports(PACKAGE / "decision" / "threshold.py")
     assert "kenning.metrics.answers" in found and "kenning.decision.voting" in found
+
+
+MAX_MODULE_LINES = 400
+MAX_COMMAND_LINES = 40
+
+
+def test_modules_stay_small_and_commands_thin() -> None:
+    """Small modules with one job; a command is parse -> one library call -> print."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= MAX_MODULE_LINES, f"{path.relative_to(PACKAGE.parent)} has {lines} lines"
+    tree = ast.parse((PACKAGE / "cli" / "commands.py").read_text(encoding="utf-8"))
+    commands = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and any("command" in ast.unparse(d) for d in node.decorator_list)
+    ]
+    assert len(commands) >= 9
+    for node in commands:
+        length = node.end_lineno - node.lineno + 1
+        assert length <= MAX_COMMAND_LINES, f"command {node.name} is {length} lines"

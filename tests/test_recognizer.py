@@ -2,20 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from kenning.build import build_index
 from kenning.data.readers import read_dataset, select_split
 from kenning.index import files, gallery, manifest
 from kenning.index.gallery import GalleryIndex
 from kenning.recognizer import Recognizer
-from tests.conftest import small_config
-
-
-def test_gallery_holding_the_held_out_identities_does_not_calibrate_on_them(
-    trained_model: Path, demo_dir: Path, tmp_path: Path
-) -> None:
-    everything = select_split(read_dataset(demo_dir), "all")  # train split, held-out identities included
-    index, calibration = build_index(trained_model, everything, small_config().index, tmp_path, progress=False)
-    assert calibration is None and index.manifest.threshold is None  # nothing new left to calibrate on
 
 
 def test_recognizer_loads_once_and_answers(built_index: Path, demo_dir: Path) -> None:
@@ -26,21 +16,6 @@ def test_recognizer_loads_once_and_answers(built_index: Path, demo_dir: Path) ->
     assert answer[0].labels[0] == image["label"]  # the image is in the gallery itself
     assert isinstance(answer[1], str) and "image not found" in answer[1]
     assert GalleryIndex.load(built_index).manifest.threshold is not None  # calibrated at build time
-
-
-def test_build_skips_unreadable_gallery_images_with_a_warning(
-    trained_model: Path, demo_dir: Path, tmp_path: Path, capsys
-) -> None:
-    gallery = select_split(read_dataset(demo_dir), "test").copy()
-    labelled = gallery.index[gallery["label"] != ""]
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(Path(gallery.loc[labelled[0], "path"]).read_bytes()[:300])  # truncated JPEG
-    gallery.loc[labelled[0], "path"] = str(broken)
-    index, _ = build_index(trained_model, gallery, small_config().index, tmp_path / "index")
-    assert len(index) == len(labelled) - 1
-    err = capsys.readouterr().err
-    assert err.count("warning: skipped") == 1 and "broken.jpg" in err
-    assert "1 of " in err and "could not be read and were skipped" in err
 
 
 def test_warm_queries_read_nothing_from_the_index_again(

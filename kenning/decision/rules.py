@@ -21,7 +21,6 @@ from kenning.errors import KenningError
 
 class Rule(Protocol):
     score: ClassVar[str]  # what the threshold is set on, for people
-    uses_local: ClassVar[bool]  # whether it ranks candidate identities of local matching
     threshold: float | None  # None: never answers unknown
     calibration: Calibration | None  # None: the threshold was set by hand (or there is none)
 
@@ -40,7 +39,6 @@ class Votes:
     threshold: float | None = None
     calibration: Calibration | None = None
     score: ClassVar[str] = "similarity"
-    uses_local: ClassVar[bool] = False
 
     def rank(self, neighbours: Neighbours, candidates: Sequence[Candidates] | None = None) -> list[RankedLabels]:
         k = self.k
@@ -67,7 +65,6 @@ class Fused:
     threshold: float | None = None
     calibration: Calibration | None = None
     score: ClassVar[str] = "fused probability"
-    uses_local: ClassVar[bool] = True
 
     def rank(self, neighbours: Neighbours, candidates: Sequence[Candidates] | None) -> list[RankedLabels]:
         if candidates is None:

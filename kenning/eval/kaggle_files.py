@@ -129,6 +129,13 @@ def read_solution(path: str | Path, fmt: str) -> dict[str, tuple[int, str | None
     return out
 
 
+def score_file_options(submission: Path | None, solution: Path | None, fmt: str | None) -> dict[str, float | int | str]:
+    """`eval --submission --solution --format`: all three are needed."""
+    if submission is None or solution is None or fmt is None:
+        raise KenningError("scoring a file needs --submission, --solution and --format whale|landmark")
+    return score_files(submission, solution, fmt)
+
+
 def score_files(submission: str | Path, solution: str | Path, fmt: str) -> dict[str, float | int | str]:
     """MAP@5 (whale) or GAP (landmark) of a submission; every solution image must have a row, and
     no row may name an image the solution lacks."""

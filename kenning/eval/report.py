@@ -28,7 +28,7 @@ from kenning.eval.plots import (
     plot_similarity_histograms,
     plot_threshold_sweep,
 )
-from kenning.paths import holds_only
+from kenning.paths import holds_only, require_output_dir
 
 GRID_ROWS = 4  # worst and best queries each in the retrieval grid
 
@@ -53,6 +53,12 @@ CAPTIONS = {
 
 REPORT_MARKER = ".kenning-report"  # a folder without it holds a user's report.html, however it looks
 REPORT_FILES = {"metrics.json", "predictions.csv", "report.html", *CAPTIONS}
+
+
+def check_report_dir(report: Path | None) -> None:
+    """Before a run: the report folder (if any) is new, empty or a report Kenning wrote."""
+    if report is not None:
+        require_output_dir(report, "report folder", is_report_dir)
 
 
 def is_report_dir(directory: Path) -> bool:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from kenning.atomic import atomic_save
 from kenning.decision.voting import Prediction
 from kenning.errors import KenningError
+from kenning.paths import path_kind, require_output_file
+
+if TYPE_CHECKING:
+    from kenning.recognizer import Recognizer
 
 FORMATS = ("whale", "landmark")
 
@@ -57,3 +62,33 @@ def write_submission(
     table = submission_table(fmt, names, answers, unknown_label)
     atomic_save(out, lambda p: table.to_csv(p, index=False))
     return [a for a in answers if isinstance(a, str)]
+
+
+def check_submission_out(out: Path, batch: Path, replace: bool, fmt: str) -> None:
+    """Before anything loads: a known format, and a submission never overwrites its own query list,
+    nor any existing file unless asked to."""
+    if fmt not in FORMATS:
+        raise KenningError(f"--format must be whale or landmark, not {fmt!r}")
+    require_output_file(out, "submission")
+    if path_kind(out) is None:
+        return
+    if path_kind(batch) == "a regular file" and os.path.samefile(out, batch):
+        raise KenningError(f"--out {out} is the query list itself: write the submission elsewhere")
+    if not replace:
+        raise KenningError(
+            f"{out} exists and Kenning cannot tell it is its own: choose another --out, or pass --replace"
+        )
+
+
+def answer_batch(recognizer: Recognizer, batch: Path, fmt: str, out: Path) -> tuple[int, list[str]]:
+    """`query --batch`: answer every image of a folder or query list and write the submission;
+    returns its rows and the error lines of images that could not be read. Labels a Kaggle file
+    cannot hold, and names that collide in it, are refused before any image is read."""
+    from kenning.data.readers import read_query_list
+    from kenning.labels import check_kaggle_labels
+
+    check_kaggle_labels([*recognizer.index.label_counts().index, recognizer.unknown_label], fmt)
+    listing = read_query_list(batch)
+    submission_keys(fmt, listing["name"].tolist())  # x.jpg and x.png: refused before any image is read
+    answers = recognizer.query(listing["path"].tolist())
+    return len(listing), write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)

@@ -39,6 +39,7 @@ from kenning.index.lock import index_lock
 from kenning.index.manifest import (
     MANIFEST,
     IndexManifest,
+    check_dim,
     check_files,
     check_index_dir,
     check_model,
@@ -124,8 +125,7 @@ class GalleryIndex:
     ) -> np.ndarray:
         """Add to the bulk index (building a gallery); enrolments into a saved index go through `enroll`.
         `local`: each image's local features, required when the index matches them."""
-        check_dim(vectors, self.manifest.embedding_dim)
-        check_local(self.manifest, local, len(vectors))
+        self.manifest.check_added(vectors, local)
         ids = np.arange(self.manifest.next_id, self.manifest.next_id + len(vectors), dtype=np.int64)
         self.base.add(vectors, ids, progress=progress)
         self.base_table = concat_tables(self.base_table, table_rows(ids, image_ids, labels, paths, digests))
@@ -245,8 +245,7 @@ class GalleryIndex:
     ) -> GalleryIndex:
         """A copy in memory with more images in its side index (nothing is written): calibration
         enrols held-out identities into it exactly as `enroll` would into the saved index."""
-        check_dim(vectors, self.manifest.embedding_dim)
-        check_local(self.manifest, local, len(vectors))
+        self.manifest.check_added(vectors, local)
         manifest = dataclasses.replace(self.manifest, next_id=self.manifest.next_id + len(vectors))
         ids = np.arange(self.manifest.next_id, manifest.next_id, dtype=np.int64)
         rows = table_rows(ids, image_ids, labels, [""] * len(ids))
@@ -389,18 +388,8 @@ class GalleryIndex:
         self._live_local: FeatureSet | None = None
 
 
-def check_dim(vectors: np.ndarray, dim: int) -> None:
-    if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise KenningError(f"embeddings are {vectors.shape[-1]}-d but the index holds {dim}-d vectors")
-
-
 def _lookup(table: pd.DataFrame, column: str, keys: list[str]) -> np.ndarray:
     """The id of the first row whose `column` equals each key, -1 where none does."""
     lookup = pd.Series(table["id"].to_numpy(), index=table[column].to_numpy())
     lookup = lookup[~lookup.index.duplicated(keep="first")]
     return lookup.reindex(keys).fillna(-1).to_numpy(dtype=np.int64)
-
-
-def check_local(manifest: IndexManifest, local: Sequence[LocalFeatures] | None, count: int) -> None:
-    if manifest.local and (local is None or len(local) != count):
-        raise KenningError("this index matches local features: images must come with theirs (one per image)")

@@ -18,9 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kenning.atomic import temporary_name
 from kenning.config import LocalConfig, check_value
@@ -29,7 +32,7 @@ from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
 from kenning.index.backend import SUFFIX
 from kenning.local.extractor import Extractor, create_extractor
-from kenning.local.featureset import Layout
+from kenning.local.featureset import Layout, LocalFeatures
 from kenning.manifests import read_manifest
 from kenning.paths import path_kind, require_output_dir
 
@@ -93,6 +96,12 @@ class IndexManifest:
     def descriptor_layout(self) -> Layout:
         return self.extractor.layout
 
+    def check_added(self, vectors: np.ndarray, local: Sequence[LocalFeatures] | None) -> None:
+        """Images added to the index: vectors of its size, and their local features when it matches them."""
+        check_dim(vectors, self.embedding_dim)
+        if self.local and (local is None or len(local) != len(vectors)):
+            raise KenningError("this index matches local features: images must come with theirs (one per image)")
+
     def votes(self) -> Votes:
         """The k-NN vote rule the index answers with (decision/rules.py)."""
         stored = {"k": self.k, "power": self.power, "threshold": self.threshold, "calibration": self.calibration}
@@ -106,6 +115,11 @@ class IndexManifest:
     def with_rules(self, votes: Votes, fused: Fused | None) -> IndexManifest:
         """This manifest storing `votes` and `fused` (what their to_dict returns)."""
         return dataclasses.replace(self, **votes.to_dict(), fusion=fused.to_dict() if fused else {})
+
+
+def check_dim(vectors: np.ndarray, dim: int) -> None:
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise KenningError(f"embeddings are {vectors.shape[-1]}-d but the index holds {dim}-d vectors")
 
 
 def read_index_manifest(directory: Path) -> IndexManifest:

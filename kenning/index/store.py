@@ -36,7 +36,7 @@ from kenning.index.files import (
     table_rows,
     writer_lock,
 )
-from kenning.index.gallery import GalleryIndex, check_dim, check_local
+from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import IndexManifest
 from kenning.labels import normalise_label
 from kenning.local.featureset import FeatureSet, LocalFeatures, concat
@@ -73,8 +73,7 @@ def enroll(
     digests = list(digests) if digests is not None else [""] * len(image_ids)  # "": no content to compare
     with writer_lock(directory):
         manifest = locked_manifest(directory)
-        check_dim(vectors, manifest.embedding_dim)
-        check_local(manifest, local, len(vectors))
+        manifest.check_added(vectors, local)
         delta = read_delta(directory, manifest)
         candidates = [c for name, digest in zip(image_ids, digests, strict=True) for c in _id_candidates(name, digest)]
         live = _live_rows(directory, manifest, delta, candidates, [d for d in digests if d])

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kenning import photos
+from kenning.answers import answer_record
 from kenning.index import store
 from kenning.index.manifest import read_index_manifest
 from kenning.recognizer import Matches, Recognizer
@@ -189,35 +190,19 @@ def _write_temporaries(folder: Path, uploads: Sequence[Upload]) -> list[str]:
 
 
 def _answer(recognizer: Recognizer, matches: Matches, i: int, prediction, local) -> dict[str, Any]:
-    """One photo's answers with each answer's nearest gallery photos and, with local matching, the
-    keypoint pairs between the photo and the first answer's best-matching gallery photo."""
+    """One photo's answer record (answers.py) with each answer's nearest gallery photos and, with
+    local matching, the keypoint pairs between the photo and the first answer's best-matching gallery photo."""
     n = matches.neighbours
     found = n.ids[i] >= 0
     ids, sims, labels = n.ids[i][found], n.similarities[i][found], n.labels[i][found]
     scores = matches.local[i] if matches.local is not None else None
-    answers = []
-    for rank, (label, confidence) in enumerate(zip(prediction.labels, prediction.confidences, strict=True)):
-        unknown = label == recognizer.unknown_label and confidence is None
-        nearest = [] if unknown else _nearest(recognizer, label, ids, sims, labels, scores)
-        parts = prediction.parts[rank] if prediction.parts else None
-        answers.append(
-            {
-                "label": label,
-                "unknown": unknown,
-                "confidence": None if confidence is None else round(float(confidence), 4),
-                **({"scores": parts} if parts else {}),
-                "nearest": nearest,
-            }
+    record = answer_record(prediction, recognizer.rule, recognizer.unknown_label)
+    for answer in record["answers"]:
+        answer["nearest"] = (
+            [] if answer["unknown"] else _nearest(recognizer, answer["label"], ids, sims, labels, scores)
         )
-    first = answers[0] if answers else None
-    return {
-        "answers": answers,
-        "unknown": bool(first and first["unknown"]),
-        "best_similarity": round(float(prediction.best_similarity), 4),
-        "score": "fused probability" if recognizer.use_local else "similarity",
-        "threshold": recognizer.threshold,
-        "matches": _keypoint_lines(recognizer, answers, scores, local[i] if local else None),
-    }
+    record["matches"] = _keypoint_lines(recognizer, record["answers"], scores, local[i] if local else None)
+    return record
 
 
 def _nearest(recognizer: Recognizer, label: str, ids, sims, labels, scores) -> list[dict[str, Any]]:

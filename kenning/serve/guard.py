@@ -44,6 +44,15 @@ class ServeSettings:
     def max_request_bytes(self) -> int:
         return self.max_upload_bytes * self.max_files + 64 * 1024  # the multipart framing around them
 
+    @property
+    def notice(self) -> str | None:
+        """What a person starting the service should know about who may use it."""
+        if not self.token:
+            return "no --token: anyone on this machine can enrol and forget"
+        if not self.token_read:
+            return "reads (identify, the list of labels, thumbnails) need no token; --token-read protects them"
+        return None
+
 
 def _is_loopback(host: str) -> bool:
     try:

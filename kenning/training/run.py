@@ -14,16 +14,17 @@ import torch
 
 from kenning.atomic import atomic_write_json
 from kenning.config import Config
-from kenning.data.readers import UNLABELLED
+from kenning.data.readers import UNLABELLED, read_dataset, select_split
 from kenning.data.splits import sighting_key
 from kenning.embeddings import training_state as ts
-from kenning.embeddings.checkpoint import ModelManifest, save_holdout, save_model
+from kenning.embeddings.checkpoint import ModelManifest, is_model_dir, save_holdout, save_model
 from kenning.embeddings.device import select_device
 from kenning.embeddings.distributed import Ranks, from_main, process_group
 from kenning.embeddings.losses import create_loss
-from kenning.embeddings.model import EmbeddingNet, create_model
+from kenning.embeddings.model import EmbeddingNet, check_backbone, create_model
 from kenning.embeddings.sampling import apply_small_class_policy
 from kenning.errors import KenningError
+from kenning.paths import require_output_dir
 from kenning.training.batches import CachedBatches, ImageBatches
 from kenning.training.fit import Fit
 
@@ -85,6 +86,14 @@ def train_embedding(
     out = Path(out)
     with process_group(cfg.train.device) as ranks, ts.training_run(out) if ranks.is_main else nullcontext():
         return _train(cfg, data, out, progress and ranks.is_main, resume, ranks)
+
+
+def training_table(cfg: Config, data: str | Path, split: str, out: str | Path) -> pd.DataFrame:
+    """`train-embed`'s checks before any process starts or folder is made: a model folder (or a new
+    one) to write, an offline backbone (a hub name would download), a readable dataset split."""
+    require_output_dir(out, "model folder", is_model_dir)
+    check_backbone(cfg.model.backbone)
+    return select_split(read_dataset(data), split)
 
 
 def resolve_mode(cfg: Config, device: torch.device) -> Config:

@@ -1,0 +1,78 @@
+"""Local-feature families by name: a second family (tests/local/patch_family.py) is one module and
+one registry line, and goes through build, query, enrol and reload with its own descriptor layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kenning.errors import KenningError
+from kenning.index.gallery import GalleryIndex
+from kenning.local import registry
+from kenning.local.extractor import create_extractor, matcher_class
+from kenning.local.featureset import FeatureSet, Layout
+from kenning.local.lnbnn import LnbnnMatcher
+from tests.conftest import build_local_index
+from tests.hostile.conftest import assert_refused, cli
+
+
+@pytest.fixture
+def patches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.EXTRACTORS, "patches", "tests.local.patch_family")  # the one registry line
+
+
+def test_families_and_matchers_are_built_by_name() -> None:
+    sift = create_extractor("sift")
+    assert sift.layout == Layout(128, "uint8") and matcher_class(sift.matcher) is LnbnnMatcher
+    with pytest.raises(KenningError, match="local features 'orb' is not one of sift"):
+        create_extractor("orb")
+
+
+def test_an_unregistered_family_is_refused_when_the_config_is_read(local_model: Path, local_demo: Path) -> None:
+    run = cli("build-index", "--model", local_model, "--data", local_demo, "--out", "x", "--local", "patches")
+    assert_refused(run, "config key 'local.method' must be one of sift, none, got 'patches'")
+
+
+def test_a_second_family_builds_queries_and_enrols_with_its_own_layout(
+    patches: None, local_model: Path, local_demo: Path, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    build_local_index(local_model, local_demo, index_dir, "patches")
+    index = GalleryIndex.load(index_dir)
+    stored = index.live_local()
+    assert stored.descriptors.dtype == np.float16 and stored.descriptors.shape[1] == 16
+    assert set(index.manifest.fusion["calibrators"]) == {"global", "local"}  # calibrated like SIFT's
+
+    photos = sorted((local_demo / "enroll").glob("*.jpg"))
+    query = cli("query", "--index", index_dir, "--json", photos[0])
+    assert query.exit_code == 0, query.stderr
+    assert json.loads(query.stdout)[0]["score"] == "fused probability"
+    enrolled = cli("enroll", "--index", index_dir, "--label", "newcomer", *photos[:2])
+    assert enrolled.exit_code == 0, enrolled.stderr
+    again = cli("query", "--index", index_dir, "--json", photos[0])
+    assert json.loads(again.stdout)[0]["predictions"][0]["label"] == "newcomer"
+    delta = GalleryIndex.load(index_dir).delta.local
+    assert delta is not None and delta.descriptors.dtype == np.float16 and len(delta) == 2
+
+
+def test_feature_sets_of_another_layout_are_refused(
+    patches: None, local_model: Path, local_demo: Path, tmp_path: Path
+) -> None:
+    """SIFT's uint8 features are never read (or cast) as another family's."""
+    sift_dir = tmp_path / "sift"
+    build_local_index(local_model, local_demo, sift_dir, "sift")
+    manifest = GalleryIndex.load(sift_dir).manifest
+    with pytest.raises(KenningError, match="array shapes do not agree"):
+        FeatureSet.load(sift_dir / manifest.local_base_file, Layout(16, "float16"))
+    features = GalleryIndex.load(sift_dir).live_local()
+    with pytest.raises(KenningError, match="not 16 float16"):
+        FeatureSet.of([0], [features.image(0)], Layout(16, "float16"))
+    moved = tmp_path / "moved"
+    shutil.copytree(sift_dir, moved)
+    text = (moved / "manifest.json").read_text().replace('"method": "sift"', '"method": "patches"')
+    (moved / "manifest.json").write_text(text)
+    assert_refused(cli("query", "--index", moved, sorted((local_demo / "enroll").glob("*.jpg"))[0]), "damaged")
