@@ -75,7 +75,7 @@ def build_index(
     Over an existing index only when that loses nothing, or with `replace` (`claim_for_build`).
     Returns the index and the calibration of its default path."""
     first_id = claim_for_build(out, replace)  # before hours of embedding, not after
-    local_on = local is not None and local.method != "none"
+    local_on = local is not None and local.on
     model, manifest = load_model(model_dir)
     thresholds = cfg.threshold is None and calibrate
     holdout = _readable_holdout(model_dir, manifest.fingerprint) if thresholds or local_on else None
@@ -182,7 +182,7 @@ def build_from(
     if embeddings is not None and (model is not None or data is not None):
         raise KenningError("--embeddings holds the model's vectors of the gallery: drop --model and --data")
     if embeddings is not None:
-        if cfg.local.method != "none":
+        if cfg.local.on:
             raise KenningError("local features need the images: build from --model and --data with --local sift")
         return build_index_from_embeddings(embeddings, cfg.index, out, replace=replace)
     if model is None or data is None:

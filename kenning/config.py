@@ -90,7 +90,7 @@ class LocalConfig:
     """The second matching stage: local features on the instance, scored by LNBNN, fused with the
     global similarity (see kenning/local)."""
 
-    method: str = "none"  # sift: RootSIFT + LNBNN; none: the embedding alone
+    method: str = "none"  # a family of local/registry.py (sift: RootSIFT + LNBNN); none: the embedding alone
     max_keypoints: int = 1000  # per image, the strongest on the foreground
     image_side: int = 512  # px: longest side the image is resized to (up or down) before detection; 0: as is
     upright: bool = False  # one orientation per keypoint (upright animals, buildings): faster, less invariant
@@ -99,6 +99,10 @@ class LocalConfig:
     shortlist: int = 100  # gallery images scored locally per query when the gallery is too large for one index
     max_descriptors: int = 2_000_000  # gallery descriptors up to which one index of all of them is searched
     verify: int = 0  # candidate identities per query checked geometrically (RANSAC inliers, a fused part); 0: off
+
+    @property
+    def on(self) -> bool:
+        return self.method != "none"
 
 
 # Keys whose value is one of a few words: a typo fails when the config loads, not mid-training.

@@ -45,7 +45,7 @@ class Reader:
         self.model = model.to(select_device())
         self.transform = manifest_transform(model_manifest)
         self.flip_tta = index_manifest.flip_tta
-        self.local_config = index_manifest.local_config
+        self.index_manifest = index_manifest
         self.batch_size = batch_size
         self.progress = progress
         self._foreground = None
@@ -65,14 +65,13 @@ class Reader:
         embedded = self.embed(paths)
         if not local:
             return Probes(embedded.vectors, None, embedded.ok, embedded.errors)
-        if self.local_config is None:
-            raise KenningError("this index has no local features: rebuild it with --local sift")
+        local_config = self.index_manifest.require_local()
         from kenning.local.features import extract_paths
         from kenning.local.foreground import Foreground
 
         self._foreground = self._foreground or Foreground()
         readable = [p for p, ok in zip(paths, embedded.ok, strict=True) if ok]
-        extracted = extract_paths(readable, self.local_config, self._foreground, progress=self.progress)
+        extracted = extract_paths(readable, local_config, self._foreground, progress=self.progress)
         got = np.array([f is not None for f in extracted.features], bool)
         ok = embedded.ok.copy()
         ok[np.flatnonzero(embedded.ok)[~got]] = False  # changed on disk between the two reads

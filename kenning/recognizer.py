@@ -116,8 +116,8 @@ class Recognizer:
         if search_params is not None:
             self.index.set_search_params(search_params)
         if local is not None:
-            if local and not self.index.manifest.local:
-                raise KenningError("this index has no local features: rebuild it with --local sift")
+            if local:
+                self.index.manifest.require_local()
             self.use_local = local
 
     @property
@@ -156,10 +156,7 @@ class Recognizer:
 
     @property
     def _local_settings(self) -> LocalConfig:
-        local = self.index.manifest.local_config
-        if local is None:
-            raise KenningError("this index has no local features: rebuild it with --local sift")
-        return local
+        return self.index.manifest.require_local()
 
     @property
     def matcher(self) -> Matcher:
@@ -168,11 +165,8 @@ class Recognizer:
         enrolments are new."""
         with self._matcher_lock:  # concurrent first queries (a service) build it once
             if self._matcher is None:
-                layout = self.index.local_layout()
-                if layout is None:
-                    raise KenningError("this index has no local features: rebuild it with --local sift")
-                features, base_rows, dead = layout
                 cfg = self._local_settings
+                features, base_rows, dead = self.index.local_layout()
                 labels = self.index.labels_of(features.ids)
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
                 self._matcher = matcher(

@@ -223,7 +223,6 @@ def forget(
     """Remove identities or single images from an index; queries stop returning them at once. Each
     --label and --id must be in the index (a typo removes nothing). The photos `serve` kept for them
     are deleted too, unless another image still uses them."""
-    from kenning.index.manifest import read_index_manifest
     from kenning.index.store import forget as forget_images
     from kenning.photos import default_photos_dir
 
@@ -232,8 +231,7 @@ def forget(
     photos = photos or default_photos_dir(index)
     done = forget_images(index, label or [], image_id or [], photos)
     kept = f"; deleted {len(done.photos_deleted)} kept photo(s) from {photos}" if done.photos_deleted else ""
-    left = read_index_manifest(index).count
-    typer.echo(f"removed {done.count} image(s){one_line(kept)}; the index now holds {left} images")
+    typer.echo(f"removed {done.count} image(s){one_line(kept)}; the index now holds {done.remaining} images")
 
 
 @app.command()

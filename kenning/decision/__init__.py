@@ -1,2 +1,4 @@
-"""The decision layer: neighbours and local scores -> ranked labels -> answers (votes, fusion, calibration,
-the unknown rule), below the recognizer and above the index."""
+"""The decision layer: neighbours and candidate identities -> ranked labels -> answers. The answer
+rules (rules.py: k-NN votes, the fused probability) are typed objects owning their threshold and
+its calibration; the index stores them, the recognizer answers with one. Below the index; above
+only `metrics`."""

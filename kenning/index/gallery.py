@@ -220,12 +220,11 @@ class GalleryIndex:
             self._live_local = base if delta is None else concat([base, delta], self.manifest.descriptor_layout)
         return self._live_local
 
-    def local_layout(self) -> tuple[FeatureSet, int, np.ndarray] | None:
+    def local_layout(self) -> tuple[FeatureSet, int, np.ndarray]:
         """What local matching searches: the base's features (forgotten ones included), then the
         enrolments'; how many rows are the base's; the rows forgotten. The base part is the same
         until the next compaction or build, so its descriptor index can outlive enrolments."""
-        if self.base_local is None:
-            return None
+        self.manifest.require_local()
         features = self.base_local
         if self.delta.local is not None:
             features = concat([self.base_local, self.delta.local], self.manifest.descriptor_layout)

@@ -79,18 +79,16 @@ class IndexManifest:
     file_sizes: dict[str, int] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
     format: str = FORMAT
 
-    @property
-    def local_config(self) -> LocalConfig | None:
-        """The settings its local features were made with; None: no local features."""
-        return LocalConfig(**self.local) if self.local else None
+    def require_local(self) -> LocalConfig:
+        """The settings its local features were made with (refused in one line when it has none)."""
+        if not self.local:
+            raise KenningError("this index has no local features: rebuild it with --local sift")
+        return LocalConfig(**self.local)
 
     @property
     def extractor(self) -> Extractor:
         """The family its local features were extracted by (the index must have them)."""
-        local = self.local_config
-        if local is None:
-            raise KenningError("this index has no local features: rebuild it with --local sift")
-        return create_extractor(local.method)
+        return create_extractor(self.require_local().method)
 
     @property
     def descriptor_layout(self) -> Layout:
@@ -109,8 +107,7 @@ class IndexManifest:
 
     def fused(self) -> Fused | None:
         """The fused rule of local matching, as calibrated at build time; None: none was fitted."""
-        local = self.local_config
-        return Fused.from_dict(self.fusion, bool(local and local.verify))
+        return Fused.from_dict(self.fusion, bool(self.local and self.require_local().verify))
 
     def with_rules(self, votes: Votes, fused: Fused | None) -> IndexManifest:
         """This manifest storing `votes` and `fused` (what their to_dict returns)."""
@@ -153,7 +150,7 @@ def read_index_manifest(directory: Path) -> IndexManifest:
         raise damaged("the fused threshold is not a probability")
     if manifest.local:
         try:
-            for key, value in dataclasses.asdict(manifest.local_config).items():
+            for key, value in dataclasses.asdict(manifest.require_local()).items():
                 check_value(f"local.{key}", value)
         except (TypeError, KenningError) as exc:
             raise damaged(f"local matching settings: {first_line(exc)}") from None

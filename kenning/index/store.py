@@ -153,6 +153,7 @@ class Forgotten:
 
     count: int  # images removed
     photos_deleted: list[str]  # names of the kept uploads deleted with them (see photos.py)
+    remaining: int  # images the index answers from after it
 
 
 def forget(
@@ -193,7 +194,7 @@ def forget(
         paths = live["path"].to_numpy(dtype=object)
         orphans = sorted(set(paths[hit]) - set(paths[~hit]) - {""})  # no live image names them any more
         deleted = delete_kept(photos_dir, orphans) if photos_dir is not None else []
-    return Forgotten(int(hit.sum()), deleted)
+    return Forgotten(int(hit.sum()), deleted, manifest.count - int(hit.sum()))
 
 
 def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
