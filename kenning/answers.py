@@ -9,10 +9,15 @@ to. The Kaggle files of `query --batch` are written from the same predictions (e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kenning.data.metadata import from_name
+from kenning.decision.encounters import combine
 from kenning.decision.rules import Rule
 from kenning.decision.voting import Prediction
+
+if TYPE_CHECKING:
+    from kenning.recognizer import Recognizer
 
 
 def answer_record(prediction: Prediction, rule: Rule, unknown_label: str) -> dict[str, Any]:
@@ -47,3 +52,33 @@ def image_records(
         record = answer_record(answer, rule, unknown_label)
         records.append({"image": image, "predictions": record.pop("answers"), **record})
     return records
+
+
+def answer_images(
+    recognizer: Recognizer, paths: Sequence[str], viewpoint: str | None = None, encounter: bool = False
+) -> list[dict[str, Any]]:
+    """`query`'s records: one per photo, or with `encounter` one for all of them (decision/encounters.py)
+    with each photo's own answers under "photos". `viewpoint`: of every photo (default: what each
+    file name states, "" where none)."""
+    views = [from_name(p)[0] if viewpoint is None else viewpoint.strip().lower() for p in paths]
+    if not encounter:
+        return image_records(paths, recognizer.query(paths, views), recognizer.rule, recognizer.unknown_label)
+    probes = recognizer.read(paths)
+    readable = [v for v, ok in zip(views, probes.ok, strict=True) if ok]
+    if not readable:
+        return [{"image": "encounter", "images": list(paths), "error": "; ".join(probes.errors)}]
+    ranked = recognizer.rank(recognizer.match(probes.vectors, probes.local, views=readable))
+    photos = iter(recognizer.answer(ranked))
+    errors = iter(probes.errors)
+    each = [next(photos) if ok else next(errors) for ok in probes.ok]
+    answer = recognizer.answer([combine(ranked, readable)])[0]
+    record = answer_record(answer, recognizer.rule, recognizer.unknown_label)
+    return [
+        {
+            "image": "encounter",
+            "images": list(paths),
+            "predictions": record.pop("answers"),
+            **record,
+            "photos": image_records(paths, each, recognizer.rule, recognizer.unknown_label),
+        }
+    ]

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from kenning.config import Config, IndexConfig, LocalConfig
 from kenning.data.duplicates import DIGEST, drop_duplicates
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.data.readers import UNLABELLED, read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.decision.fusion import Fusion, fit_fusion
@@ -101,6 +102,7 @@ def build_index(
         rows[DIGEST].tolist(),
         progress=progress,
         local=probes.local,
+        metadata=_metadata(rows),
     )
     if _tunable(index, cfg):
         queries = probes.vectors[_sample_rows(len(probes.vectors), TUNING_QUERIES)]
@@ -191,6 +193,12 @@ def build_from(
         )
     gallery = select_split(read_dataset(data), split)
     return build_index(model, gallery, cfg.index, out, local=cfg.local, replace=replace)
+
+
+def _metadata(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The rows' viewpoints and encounters (given, or read from their names)."""
+    rows = with_metadata(rows)
+    return {VIEWPOINT: rows[VIEWPOINT].tolist(), ENCOUNTER: rows[ENCOUNTER].tolist()}
 
 
 def _labelled_gallery(gallery: pd.DataFrame, cfg: IndexConfig) -> pd.DataFrame:
@@ -301,7 +309,11 @@ def calibrate_on_holdout(
     enrolled, queries = enrolled[read_enrolled.ok], queries[read_queries.ok]
     catalogue = recognizer.with_index(
         recognizer.index.with_enrolled(
-            read_enrolled.vectors, enrolled["image_id"].tolist(), enrolled["label"].tolist(), read_enrolled.local
+            read_enrolled.vectors,
+            enrolled["image_id"].tolist(),
+            enrolled["label"].tolist(),
+            read_enrolled.local,
+            _metadata(enrolled),
         )
     )
     known = set(enrolled["label"])
@@ -315,7 +327,8 @@ def calibrate_on_holdout(
         )
     if len(actual) < FEW_CALIBRATION_QUERIES:
         warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
-    matches = catalogue.match(read_queries.vectors, read_queries.local)
+    views = with_metadata(queries)[VIEWPOINT].tolist()  # matched as `query` matches them
+    matches = catalogue.match(read_queries.vectors, read_queries.local, views=views)
     votes = catalogue.votes.rank(matches.neighbours)
     embedding = calibrate_threshold(votes, actual, unknown, objective, target_far) if thresholds else None
     if matches.candidates is None:

@@ -82,6 +82,8 @@ class IndexConfig:
     backend: str = "faiss"  # faiss (GPU when faiss-gpu sees one) or annoy
     index_type: str = "auto"  # FAISS factory string (Flat, IVF1024,Flat, HNSW32, IVF1024,PQ64,RFlat) or annoy trees=N
     search_params: str = "auto"  # FAISS ParameterSpace string (nprobe=32, efSearch=128) or annoy search_k=N
+    viewpoints: str = "compatible"  # compatible: a photo matches only compatible viewpoints; any: all photos
+    compatible_viewpoints: str = ""  # pairs matched besides equal viewpoints: "front=left, front=right"
     target_recall: float = 0.95  # search_params auto, approximate FAISS: the fastest setting reaching this recall@10
 
 
@@ -113,6 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
     "index.backend": ("faiss", "annoy"),
     "index.calibrate": ("map@5", "gap", "far"),
+    "index.viewpoints": ("compatible", "any"),
 }
 
 # Numeric keys: the range a value must lie in, (low, high), None unbounded; "(" makes low exclusive.

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kenning.data.duplicates import file_digest
+from kenning.data.metadata import check_metadata
 from kenning.embeddings.checkpoint import load_model
 from kenning.errors import KenningError
 from kenning.index import store
@@ -32,14 +33,17 @@ def enroll_images(
     label: str,
     model_dir: str | Path | None = None,
     image_ids: Sequence[str] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> EnrollResult:
     """`enroll` without loading the gallery (gigabytes at a million images): only the model, the
     manifest and, for an index that matches them, the local-feature extractor."""
     manifest = read_index_manifest(Path(index_dir))
     label = check_enrol_label(label, manifest.unknown_label)
+    for key, value in (metadata or {}).items():  # refused before the model loads
+        check_metadata([value], key)
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
-    return enroll_probes(Path(index_dir), probes, paths, label, image_ids)
+    return enroll_probes(Path(index_dir), probes, paths, label, image_ids, metadata)
 
 
 def check_enrol_label(label: str, unknown_label: str) -> str:
@@ -51,8 +55,15 @@ def check_enrol_label(label: str, unknown_label: str) -> str:
 
 
 def enroll_probes(
-    index_dir: Path, probes: Probes, paths: Sequence[str], label: str, image_ids: Sequence[str] | None
+    index_dir: Path,
+    probes: Probes,
+    paths: Sequence[str],
+    label: str,
+    image_ids: Sequence[str] | None,
+    metadata: dict[str, str] | None = None,
 ) -> EnrollResult:
+    """The readable photos into the saved index, in one commit; `metadata`: the viewpoint and the
+    encounter of all of them (those not given are read from the file names, data/metadata.py)."""
     if not probes.ok.any():
         raise KenningError(
             f"none of the {len(paths)} image(s) could be read, nothing was enrolled: {'; '.join(probes.errors)}"
@@ -68,6 +79,7 @@ def enroll_probes(
         kept,
         [file_digest(p) for p in kept],
         local=probes.local,
+        metadata={key: [value] * len(kept) for key, value in (metadata or {}).items() if value},
     )
     return EnrollResult(
         added=done.image_ids,

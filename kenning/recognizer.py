@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kenning.config import LocalConfig, check_value
+from kenning.data.metadata import UNKNOWN, from_name, parse_compatible
 from kenning.decision.fusion import Candidates
 from kenning.decision.rules import Rule
 from kenning.decision.threshold import Calibration
@@ -31,6 +32,7 @@ from kenning.enrolment import EnrollResult, check_enrol_label, enroll_probes
 from kenning.errors import KenningError
 from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import check_model, index_model_dir
+from kenning.index.views import compatible_mask, filters, search_compatible
 from kenning.local.extractor import Matcher, matcher_class
 from kenning.local.featureset import LocalFeatures, LocalScores
 from kenning.local.spatial import inliers
@@ -67,9 +69,11 @@ class Recognizer:
         self.index_dir = index_dir
         self.use_local = bool(index.manifest.local)
         self.votes, self.fused = index.manifest.votes(), index.manifest.fused()
+        self.viewpoints = index.manifest.viewpoints  # compatible: match only compatible viewpoints; any
         self._matcher: Matcher | None = None
         self._previous_matcher: Matcher | None = None  # a refresh's predecessor: its base index may be reused
         self._matcher_lock = threading.Lock()
+        self._view_matchers: dict[str, Matcher] = {}  # per query viewpoint: over compatible gallery images
 
     @classmethod
     def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, progress: bool = True) -> Recognizer:
@@ -82,7 +86,7 @@ class Recognizer:
         """The same model over another (in-memory) index: calibration's catalogue."""
         other = copy.copy(self)
         other.index, other.index_dir, other._matcher = index, None, None
-        other._previous_matcher, other._matcher_lock = None, threading.Lock()
+        other._previous_matcher, other._matcher_lock, other._view_matchers = None, threading.Lock(), {}
         return other
 
     def refreshed(self) -> Recognizer:
@@ -94,7 +98,7 @@ class Recognizer:
         index.refresh(self.index_dir)
         check_model(index.manifest, self.model_manifest)
         other = copy.copy(self)
-        other.index, other._matcher, other._matcher_lock = index, None, threading.Lock()
+        other.index, other._matcher, other._matcher_lock, other._view_matchers = index, None, threading.Lock(), {}
         other._previous_matcher = self._matcher  # reused by the matcher only if the base is unchanged
         other.use_local = self.use_local and bool(index.manifest.local)
         other.votes = dataclasses.replace(index.manifest.votes(), k=self.votes.k, power=self.votes.power)
@@ -107,6 +111,7 @@ class Recognizer:
         power: float | None = None,
         search_params: str | None = None,
         local: bool | None = None,
+        viewpoints: str | None = None,
     ) -> None:
         """Voting, search and local-matching settings for this session only; the saved index keeps its own."""
         if k is not None:
@@ -115,6 +120,8 @@ class Recognizer:
             self.votes = dataclasses.replace(self.votes, power=check_value("index.power", float(power)))
         if search_params is not None:
             self.index.set_search_params(search_params)
+        if viewpoints is not None:
+            self.viewpoints = check_value("index.viewpoints", viewpoints)
         if local is not None:
             if local:
                 self.index.manifest.require_local()
@@ -150,8 +157,20 @@ class Recognizer:
         """The images as probes for the path in use (local features only with local matching)."""
         return self.reader.read(paths, self.use_local)
 
-    def neighbours(self, vectors: np.ndarray, k: int | None = None, exclude: np.ndarray | None = None) -> Neighbours:
-        sims, ids = self.index.search(vectors, k or self.votes.k, exclude)
+    def neighbours(
+        self,
+        vectors: np.ndarray,
+        k: int | None = None,
+        exclude: np.ndarray | None = None,
+        views: Sequence[str] | None = None,
+    ) -> Neighbours:
+        """The k nearest gallery images; with `views` (each query's viewpoint), only compatible ones."""
+        k = k or self.votes.k
+        if filters(views, self.index, self.viewpoints):
+            pairs = parse_compatible(self.index.manifest.compatible_viewpoints)
+            sims, ids = search_compatible(self.index, vectors, k, views, pairs, exclude)
+        else:
+            sims, ids = self.index.search(vectors, k, exclude)
         return Neighbours(sims, self.index.labels_of(ids), ids)
 
     @property
@@ -181,23 +200,26 @@ class Recognizer:
         local: Sequence[LocalFeatures] | None = None,
         width: int | None = None,
         exclude: np.ndarray | None = None,
+        views: Sequence[str] | None = None,
     ) -> Matches:
         """Nearest gallery images (`width`, at least the index's k) and, with local matching, each
         query's candidate identities with their global and local scores. `exclude`: (n,) or (n, m)
-        gallery ids each query must not match (itself, its own sighting), -1 padded."""
+        gallery ids each query must not match (itself, its own sighting), -1 padded. `views`: each
+        query's viewpoint; both stages then score only compatible gallery images (index/views.py)."""
         k = self.votes.k
         wanted = max(width or k, k)
         if not self.use_local:
-            return Matches(self.neighbours(vectors, wanted, exclude), None, None)
+            return Matches(self.neighbours(vectors, wanted, exclude, views), None, None)
         if local is None or len(local) != len(vectors):
             raise KenningError("local matching needs each query's local features")
-        neighbours = self.neighbours(vectors, max(wanted, GLOBAL_CANDIDATES), exclude)
+        neighbours = self.neighbours(vectors, max(wanted, GLOBAL_CANDIDATES), exclude, views)
         excluded = _as_rows(exclude, len(vectors))
         shortlist = self._local_settings.shortlist
         scores = []
         for i, features in enumerate(local):
             ids = neighbours.ids[i]
-            scores.append(self.matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
+            matcher = self._matcher_for(views[i]) if filters(views, self.index, self.viewpoints) else self.matcher
+            scores.append(matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
         candidates = [_candidates(neighbours, i, s) for i, s in enumerate(scores)]
         if self._local_settings.verify:
             for features, found, cand in zip(local, scores, candidates, strict=True):
@@ -206,6 +228,26 @@ class Recognizer:
             neighbours.similarities[:, :wanted], neighbours.labels[:, :wanted], neighbours.ids[:, :wanted]
         )
         return Matches(shown, candidates, scores)
+
+    def _matcher_for(self, view: str) -> Matcher:
+        """The family's matcher over the local features of the gallery images compatible with `view`
+        (all of them for an unknown viewpoint), built on first use."""
+        if view == UNKNOWN:
+            return self.matcher
+        with self._matcher_lock:
+            if view not in self._view_matchers:
+                cfg = self._local_settings
+                features, _, dead = self.index.local_layout()
+                pairs = parse_compatible(self.index.manifest.compatible_viewpoints)
+                gallery_views = self.index.column_of(features.ids, "viewpoint")
+                keep = compatible_mask([view], gallery_views[None, :], pairs)[0]
+                keep[dead] = False
+                subset = features.select(keep)
+                matcher = matcher_class(self.index.manifest.extractor.matcher)
+                self._view_matchers[view] = matcher(
+                    subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors
+                )
+            return self._view_matchers[view]
 
     def _inliers(self, query: LocalFeatures, found: LocalScores, candidates: Candidates) -> np.ndarray:
         """Spatial verification of the `local.verify` candidates LNBNN scored highest: each one's
@@ -228,17 +270,28 @@ class Recognizer:
         threshold = self.threshold if threshold == "index" else threshold
         return [place_unknown(r, threshold, self.unknown_label) for r in ranked]
 
-    def predict(self, probes: Probes, exclude: np.ndarray | None = None) -> list[Prediction]:
-        return self.answer(self.rank(self.match(probes.vectors, probes.local, exclude=exclude)))
+    def predict(
+        self, probes: Probes, exclude: np.ndarray | None = None, views: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        return self.answer(self.rank(self.match(probes.vectors, probes.local, exclude=exclude, views=views)))
 
-    def query(self, paths: Sequence[str]) -> list[Prediction | str]:
-        """One answer per path, or the error line for a path that could not be read."""
+    def query(self, paths: Sequence[str], views: Sequence[str] | None = None) -> list[Prediction | str]:
+        """One answer per path, or the error line for a path that could not be read. `views`: each
+        photo's viewpoint (by default, what its file name states; "" where it states none)."""
         probes = self.read(paths)
-        predictions = iter(self.predict(probes)) if len(probes.vectors) else iter(())
+        views = [from_name(p)[0] for p in paths] if views is None else list(views)
+        readable = [v for v, ok in zip(views, probes.ok, strict=True) if ok]
+        predictions = iter(self.predict(probes, views=readable)) if len(probes.vectors) else iter(())
         errors = iter(probes.errors)
         return [next(predictions) if ok else next(errors) for ok in probes.ok]
 
-    def enroll(self, paths: Sequence[str], label: str, image_ids: Sequence[str] | None = None) -> EnrollResult:
+    def enroll(
+        self,
+        paths: Sequence[str],
+        label: str,
+        image_ids: Sequence[str] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> EnrollResult:
         """Add photos of `label` to the saved index (its side index: no rebuild, no retraining). This
         Recognizer is left as it was (queries running on it finish undisturbed); `refreshed()` gives
         one that answers with the new identity."""
@@ -246,7 +299,7 @@ class Recognizer:
             raise KenningError("enroll needs an index saved in a directory")
         label = check_enrol_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
-        return enroll_probes(self.index_dir, probes, paths, label, image_ids)
+        return enroll_probes(self.index_dir, probes, paths, label, image_ids, metadata)
 
 
 def _as_rows(exclude: np.ndarray | None, n: int) -> np.ndarray:

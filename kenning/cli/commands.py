@@ -172,10 +172,12 @@ def query(
     no_local: o.NoLocal = False,
     as_json: o.Json = False,
     replace: o.ReplaceOut = False,
+    viewpoint: o.Viewpoint = None,
+    encounter: o.Encounter = False,
 ) -> None:
-    """Top-5 labels per image by k-nearest-neighbour voting (fused with local matching when the index
-    has it), with confidences; unknown when too far."""
-    from kenning.answers import image_records
+    """Top-5 labels per image (or, with --encounter, for all of them at once) by k-nearest-neighbour
+    voting, fused with local matching when the index has it; unknown when too far."""
+    from kenning.answers import answer_images
     from kenning.eval.submission import answer_batch, check_submission_out
     from kenning.recognizer import Recognizer
 
@@ -190,20 +192,28 @@ def query(
         output.errors(failed)
         typer.echo(f"wrote {out}: {rows} rows ({fmt} format), {len(failed)} unreadable")
     else:
-        paths = [str(p) for p in images]
-        records = image_records(paths, recognizer.query(paths), recognizer.rule, recognizer.unknown_label)
+        records = answer_images(recognizer, [str(p) for p in images], viewpoint, encounter)
         output.answers(records, as_json)
-        failed = [r for r in records if "error" in r]
+        failed = [r for r in records + records[0].get("photos", []) if "error" in r]
     if failed:
         raise typer.Exit(2)
 
 
 @app.command()
-def enroll(images: o.EnrollImages, index: o.EnrollIndex, label: o.Label, model: o.IndexModel = None) -> None:
-    """Add an identity from one or a few photos, without retraining or rebuilding; it is queryable at once."""
+def enroll(
+    images: o.EnrollImages,
+    index: o.EnrollIndex,
+    label: o.Label,
+    model: o.IndexModel = None,
+    viewpoint: o.Viewpoint = None,
+    encounter: o.EnrollEncounter = None,
+) -> None:
+    """Add an identity from one or a few photos (one commit), without retraining or rebuilding; it is
+    queryable at once."""
     from kenning.enrolment import enroll_images
 
-    result = enroll_images(index, [str(p) for p in images], label, model)
+    metadata = {"viewpoint": (viewpoint or "").strip().lower(), "encounter": (encounter or "").strip()}
+    result = enroll_images(index, [str(p) for p in images], label, model, metadata=metadata)
     for path, image_id in result.already:
         typer.echo(f"notice: {one_line(path)} is already enrolled as {label!r} (image id {image_id!r})")
     ids = f" (image ids: {', '.join(result.added)})" if result.added else ""
@@ -285,6 +295,7 @@ def eval_cmd(
     target_far: o.TargetFar = None,
     local: o.Local = None,
     no_local: o.EvalNoLocal = False,
+    by_encounter: o.ByEncounter = False,
     sets: o.Sets = None,
 ) -> None:
     """Score a system (an index, or a model under --protocol) or a Kaggle submission file: Recall@1/5,
@@ -302,7 +313,7 @@ def eval_cmd(
     check_report_dir(report)
     flags = option_overrides(INDEXING, calibrate=calibrate, target_far=target_far, local=local)
     cfg = command_config(config, sets, flags)
-    result, title = run_eval(data, cfg, split, index, model, protocol, closed_set, index_out, no_local)
+    result, title = run_eval(data, cfg, split, index, model, protocol, closed_set, index_out, no_local, by_encounter)
     typer.echo(format_metrics(result.metrics))
     if report is not None:
         page = write_report(result, report, title)

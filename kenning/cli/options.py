@@ -139,6 +139,16 @@ ReplaceOut = Annotated[
     bool, typer.Option("--replace", help="--batch: overwrite an existing --out file (never the query list).")
 ]
 
+Viewpoint = Annotated[
+    str | None,
+    typer.Option(help="Viewpoint of the photos (left, right, front, fluke...; default: what the file names state)."),
+]
+Encounter = Annotated[
+    bool, typer.Option("--encounter", help="The photos are one encounter (one animal, one time): one answer.")
+]
+
+EnrollEncounter = Annotated[str | None, typer.Option(help="Encounter id of the photos (one animal, one time).")]
+
 # enroll, forget
 EnrollImages = Annotated[list[Path], typer.Argument(help="One or a few photos of the new identity.")]
 EnrollIndex = Annotated[Path, typer.Option(help="Index directory to add to.")]
@@ -196,4 +206,7 @@ KeptIndex = Annotated[
 Submission = Annotated[Path | None, typer.Option(help="A Kaggle submission CSV to score (with --solution).")]
 Solution = Annotated[Path | None, typer.Option(help="The solution CSV the submission is scored against.")]
 ScoreFormat = Annotated[str | None, typer.Option("--format", help="--submission: whale (MAP@5) or landmark (GAP)")]
+ByEncounter = Annotated[
+    bool, typer.Option("--by-encounter", help="Also score one answer per encounter (photos of one animal, one time).")
+]
 EvalNoLocal = Annotated[bool, typer.Option("--no-local", help="--index: score the embedding alone.")]

@@ -65,6 +65,7 @@ def answers(records: list[dict[str, Any]], as_json: bool) -> None:
                 typer.echo(f"  {rank}. {p['label']:<30} (labels below come from matches under {r['threshold']:.3f})")
             else:
                 typer.echo(f"  {rank}. {p['label']:<30} {p['confidence']:.3f}")
+        errors([photo["error"] for photo in r.get("photos", []) if "error" in photo])
 
 
 def errors(lines: list[str], prefix: str = "") -> None:

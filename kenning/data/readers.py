@@ -1,4 +1,5 @@
-"""Readers for the layouts users bring, all returning one table: image_id, path, label, split, sha256.
+"""Readers for the layouts users bring, all returning one table: image_id, path, label, split, sha256,
+viewpoint, encounter (metadata.py: optional `labels.csv` columns, else read from file names).
 
 `label` is UNLABELLED ("") for images of no known identity: Humpback's `new_whale`, a
 non-landmark photo, or an empty label in the generic layout. Paths are absolute, so that what is
@@ -15,12 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from kenning.data.duplicates import DIGEST, drop_duplicates
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.errors import KenningError, warn
 from kenning.labels import label_problem, normalise_label
 from kenning.paths import path_kind, require_file
 
 UNLABELLED = ""
-COLUMNS = ["image_id", "path", "label", "split", DIGEST]
+COLUMNS = ["image_id", "path", "label", "split", DIGEST, VIEWPOINT, ENCOUNTER]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 WHALE_UNKNOWN = "new_whale"
 LANDMARK_ID = re.compile(r"[0-9A-Za-z_-]{3,}")
@@ -59,7 +61,9 @@ def read_generic(root: Path) -> pd.DataFrame:
     df = _read_csv(csv)
     _require(df, csv, ["image", "label"])
     split = df["split"].fillna("train").astype(str) if "split" in df else "train"
-    return _table(df["image"].astype(str), [root / i for i in df["image"].astype(str)], df["label"], split, csv)
+    metadata = {c: df[c].tolist() for c in (VIEWPOINT, ENCOUNTER) if c in df}
+    images = df["image"].astype(str)
+    return _table(images, [root / i for i in images], df["label"], split, csv, metadata)
 
 
 def read_landmark(root: Path) -> pd.DataFrame:
@@ -168,16 +172,18 @@ def _require(df: pd.DataFrame, csv: Path, columns: list[str]) -> None:
         )
 
 
-def _table(image_ids, paths, labels, split, source: Path) -> pd.DataFrame:
+def _table(image_ids, paths, labels, split, source: Path, metadata: dict | None = None) -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "image_id": list(image_ids),
             "path": [os.path.normpath(p) for p in paths],
             "label": pd.Series(list(labels), dtype=str).fillna(UNLABELLED).str.strip().map(normalise_label).to_numpy(),
             "split": split,
+            **(metadata or {}),
         }
     )
     _check_labels(df["label"], source)
+    df = with_metadata(df)
     return drop_duplicates(df, str(source))[COLUMNS]
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from kenning.atomic import atomic_save, atomic_write_json
 from kenning.data.duplicates import DIGEST, file_digests
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.embeddings.checkpoint import ModelManifest, load_holdout, load_model
 from kenning.embeddings.device import select_device
 from kenning.embeddings.distributed import Ranks, barrier, from_main, process_group
@@ -44,6 +45,7 @@ MANIFEST = "manifest.json"
 ROWS = "rows.parquet"
 PARTS = ("gallery", "holdout")
 ROW_COLUMNS = ["image_id", "label", "path", "part"]
+METADATA = [VIEWPOINT, ENCOUNTER]  # stored beside the rows; a folder written before them reads them from names
 OWN_FILE = re.compile(r"^(?:manifest\.json|rows\.parquet|chunk-\d{6}\.parquet)$")
 
 
@@ -85,7 +87,10 @@ def read_embeddings_manifest(directory: Path) -> EmbeddingsManifest:
 
 
 def rows_digest(rows: pd.DataFrame) -> str:
-    return hashlib.sha256(rows[ROW_COLUMNS].to_csv(index=False).encode()).hexdigest()[:16]
+    """The image list's fingerprint: its metadata counts only where some is recorded, so a folder
+    written before viewpoints existed is still finished by the same command."""
+    stated = [c for c in METADATA if c in rows and (rows[c] != "").any()]
+    return hashlib.sha256(rows[[*ROW_COLUMNS, *stated]].to_csv(index=False).encode()).hexdigest()[:16]
 
 
 def embed_to_dir(
@@ -119,7 +124,7 @@ def _plan(
     parts = [gallery.assign(part="gallery")]
     if holdout is not None and not holdout.empty:
         parts.append(holdout.assign(part="holdout"))
-    rows = pd.concat(parts)[ROW_COLUMNS].astype(str).reset_index(drop=True)
+    rows = with_metadata(pd.concat(parts))[[*ROW_COLUMNS, *METADATA]].astype(str).reset_index(drop=True)
     manifest = EmbeddingsManifest(
         str(Path(model_dir).resolve()), dataclasses.asdict(model), flip_tta, chunk_size, len(rows), rows_digest(rows)
     )
@@ -205,11 +210,12 @@ class EmbeddingSet:
         """(rows, vectors) of each chunk's readable images of `part`; `row` is each image's position.
         Without `vectors` only the rows are read (an empty array stands for the vectors); vectors are
         decoded only from chunks that hold some of `part`."""
-        columns = [*ROW_COLUMNS, DIGEST, "ok"]
         for number in range(self.manifest.chunks):
             path = self.directory / chunk_name(number)
             try:
-                rows = pq.read_table(path, columns=columns).to_pandas()
+                names = pq.read_schema(path).names
+                columns = [*ROW_COLUMNS, DIGEST, "ok", *(c for c in METADATA if c in names)]
+                rows = with_metadata(pq.read_table(path, columns=columns).to_pandas())
                 keep = ((rows["part"] == part) & rows["ok"]).to_numpy()
                 if not keep.any():
                     continue
@@ -226,7 +232,8 @@ class EmbeddingSet:
     def table(self, part: str) -> pd.DataFrame:
         """Rows of `part` that were embedded (no vectors)."""
         tables = [rows for rows, _ in self.chunks(part, vectors=False)]
-        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*ROW_COLUMNS, DIGEST, "row"])
+        empty = pd.DataFrame(columns=[*ROW_COLUMNS, DIGEST, "row", *METADATA])
+        return pd.concat(tables, ignore_index=True) if tables else empty
 
     def lookup(self, paths: list[str], part: str = "holdout") -> Embedded:
         """Stored vectors by image path, as `embed_paths` would return them. The part is read once

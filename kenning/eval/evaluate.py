@@ -17,6 +17,7 @@ import pandas as pd
 
 from kenning.atomic import atomic_save, atomic_write_json
 from kenning.data.duplicates import DIGEST, file_digests
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.data.readers import UNLABELLED
 from kenning.data.splits import sighting_key
 from kenning.decision.fusion import pairs
@@ -82,7 +83,8 @@ def evaluate(
 
     r_max = int(available[available <= MAX_R].max(initial=0))
     width = min(max(index.manifest.k, SHOWN, r_max), len(index))
-    matches = recognizer.match(vectors, local, width, exclude)
+    queries = with_metadata(queries)
+    matches = recognizer.match(vectors, local, width, exclude, queries[VIEWPOINT].tolist())
     neighbours = matches.neighbours
     threshold = None if closed_set else recognizer.threshold
     calibration = recognizer.calibration if threshold is not None else None
@@ -110,6 +112,8 @@ def evaluate(
         {
             "image_id": queries["image_id"].to_numpy(),
             "path": queries["path"].to_numpy(),
+            VIEWPOINT: queries[VIEWPOINT].to_numpy(),
+            ENCOUNTER: queries[ENCOUNTER].to_numpy(),
             "actual": actual,
             "known": known,
             "gallery_images": available,

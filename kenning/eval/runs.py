@@ -8,6 +8,7 @@ from pathlib import Path
 from kenning.config import Config
 from kenning.data.readers import read_dataset, select_split
 from kenning.errors import KenningError
+from kenning.eval.encounters import encounter_metrics
 from kenning.eval.evaluate import EvalResult, evaluate
 from kenning.eval.protocols import run_protocol
 
@@ -22,8 +23,27 @@ def run_eval(
     closed_set: bool = False,
     index_out: Path | None = None,
     no_local: bool = False,
+    by_encounter: bool = False,
 ) -> tuple[EvalResult, str]:
-    """The result and a title for its report."""
+    """The result and a title for its report; `by_encounter` adds the figures of one answer per
+    encounter (eval/encounters.py) to its metrics, as "encounter <figure>"."""
+    result, title = _run(data, cfg, split, index, model, protocol, closed_set, index_out, no_local)
+    if by_encounter:
+        result.metrics.update({f"encounter {k}": v for k, v in encounter_metrics(result).items()})
+    return result, title
+
+
+def _run(
+    data: Path,
+    cfg: Config,
+    split: str,
+    index: Path | None,
+    model: Path | None,
+    protocol: str | None,
+    closed_set: bool,
+    index_out: Path | None,
+    no_local: bool,
+) -> tuple[EvalResult, str]:
     images = select_split(read_dataset(data), split)
     if protocol is not None:
         if model is None:

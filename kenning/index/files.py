@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kenning.atomic import atomic_save, atomic_save_array, atomic_write_json, sweep_temporaries
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.errors import KenningError, first_line
 from kenning.index.lock import index_lock
 from kenning.index.manifest import (
@@ -36,7 +37,7 @@ from kenning.index.manifest import (
 )
 from kenning.local.featureset import FeatureSet
 
-TABLE_COLUMNS = ["id", "image_id", "label", "path", "enrolled_at", "sha256"]
+TABLE_COLUMNS = ["id", "image_id", "label", "path", "enrolled_at", "sha256", VIEWPOINT, ENCOUNTER]
 
 
 def empty_table() -> pd.DataFrame:
@@ -44,8 +45,11 @@ def empty_table() -> pd.DataFrame:
 
 
 def complete_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A label table read from disk, with the columns older indexes lack (no digest: "")."""
-    return table if "sha256" in table else table.assign(sha256="")
+    """A label table read from disk, with the columns older indexes lack: no digest (""), and the
+    viewpoint and encounter their file names state (data/metadata.py)."""
+    if "sha256" not in table:
+        table = table.assign(sha256="")
+    return table if VIEWPOINT in table else with_metadata(table)
 
 
 @dataclass
@@ -141,10 +145,17 @@ def commit(directory: Path, manifest: IndexManifest) -> None:
 
 
 def table_rows(
-    ids: np.ndarray, image_ids: list[str], labels: list[str], paths: list[str], digests: list[str] | None = None
+    ids: np.ndarray,
+    image_ids: list[str],
+    labels: list[str],
+    paths: list[str],
+    digests: list[str] | None = None,
+    metadata: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
+    """Label-table rows; `metadata`: viewpoint / encounter lists (those not given, or empty, are
+    read from the image ids where they state them)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return pd.DataFrame(
+    rows = pd.DataFrame(
         {
             "id": ids,
             "image_id": image_ids,
@@ -152,8 +163,10 @@ def table_rows(
             "path": paths,
             "enrolled_at": now,
             "sha256": list(digests) if digests is not None else "",
+            **(metadata or {}),
         }
     )
+    return with_metadata(rows)
 
 
 def concat_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -166,7 +179,7 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
     # Dictionary-encoding a column of unique values (ids, digests) makes it several times slower to
     # read, and every enrolment reads image_id and sha256 of the whole base table.
     arrow = pa.Table.from_pandas(table[TABLE_COLUMNS], preserve_index=False)
-    pq.write_table(arrow, path, use_dictionary=["label", "path", "enrolled_at"])
+    pq.write_table(arrow, path, use_dictionary=["label", "path", "enrolled_at", VIEWPOINT])
 
 
 def write_delta(path: Path, delta: Delta) -> None:
@@ -210,3 +223,10 @@ def read_ids(path: Path) -> np.ndarray:
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
         raise KenningError(f"index file {path.name} is damaged: it holds {array.dtype} of shape {array.shape}, not ids")
     return array.astype(np.int64)
+
+
+def first_ids(table: pd.DataFrame, column: str, keys: list[str]) -> np.ndarray:
+    """The id of the first row whose `column` equals each key, -1 where none does."""
+    lookup = pd.Series(table["id"].to_numpy(), index=table[column].to_numpy())
+    lookup = lookup[~lookup.index.duplicated(keep="first")]
+    return lookup.reindex(keys).fillna(-1).to_numpy(dtype=np.int64)

@@ -27,6 +27,7 @@ from kenning.index.files import (
     concat_tables,
     empty_delta,
     empty_table,
+    first_ids,
     next_generation,
     read_delta,
     read_ids,
@@ -99,6 +100,8 @@ class GalleryIndex:
             power=cfg.power,
             flip_tta=cfg.flip_tta,
             threshold=cfg.threshold,
+            viewpoints=cfg.viewpoints,
+            compatible_viewpoints=cfg.compatible_viewpoints,
             local=dict(local or {}),
             uid=uuid.uuid4().hex,
             next_id=first_id,
@@ -122,13 +125,15 @@ class GalleryIndex:
         digests: list[str] | None = None,
         progress: bool = False,
         local: Sequence[LocalFeatures] | None = None,
+        metadata: dict[str, list[str]] | None = None,
     ) -> np.ndarray:
         """Add to the bulk index (building a gallery); enrolments into a saved index go through `enroll`.
-        `local`: each image's local features, required when the index matches them."""
+        `local`: each image's local features, required when the index matches them; `metadata`:
+        their viewpoints and encounters (data/metadata.py)."""
         self.manifest.check_added(vectors, local)
         ids = np.arange(self.manifest.next_id, self.manifest.next_id + len(vectors), dtype=np.int64)
         self.base.add(vectors, ids, progress=progress)
-        self.base_table = concat_tables(self.base_table, table_rows(ids, image_ids, labels, paths, digests))
+        self.base_table = concat_tables(self.base_table, table_rows(ids, image_ids, labels, paths, digests, metadata))
         if local is not None and self.base_local is not None:
             layout = self.manifest.descriptor_layout
             self.base_local = concat([self.base_local, FeatureSet.of(ids, local, layout)], layout)
@@ -147,7 +152,8 @@ class GalleryIndex:
             check_dim(vectors, self.manifest.embedding_dim)
             ids = np.arange(self.manifest.next_id, self.manifest.next_id + len(vectors), dtype=np.int64)
             self.base.add(vectors, ids)
-            tables.append(table_rows(ids, *(rows[c].tolist() for c in ("image_id", "label", "path", "sha256"))))
+            given = {c: rows[c].tolist() for c in ("viewpoint", "encounter") if c in rows}
+            tables.append(table_rows(ids, *(rows[c].tolist() for c in ("image_id", "label", "path", "sha256")), given))
             self.manifest.next_id += len(vectors)
         self.base_table = pd.concat(tables, ignore_index=True)
         self._set_changes(self.delta, self.removed)
@@ -188,13 +194,13 @@ class GalleryIndex:
 
     def paths_of(self, ids: np.ndarray) -> np.ndarray:
         """Source image path of each id ("" for none): what reports show as thumbnails."""
-        return self._column_of(ids, "path")
+        return self.column_of(ids, "path")
 
     def image_ids_of(self, ids: np.ndarray) -> np.ndarray:
         """Image id (the name `forget --id` takes) of each index id ("" for none)."""
-        return self._column_of(ids, "image_id")
+        return self.column_of(ids, "image_id")
 
-    def _column_of(self, ids: np.ndarray, column: str) -> np.ndarray:
+    def column_of(self, ids: np.ndarray, column: str) -> np.ndarray:
         rows = self._row_of.get_indexer(ids.ravel())
         values = self._table[column].to_numpy(dtype=object)
         out = np.where(rows >= 0, values[np.maximum(rows, 0)] if len(values) else "", "")
@@ -203,9 +209,9 @@ class GalleryIndex:
     def ids_of_images(self, image_ids: list[str], digests: list[str] | None = None) -> np.ndarray:
         """Index id of each image: by image id, else (given `digests`) by the same bytes under
         another name; -1 for those not in the gallery."""
-        found = _lookup(self.table, "image_id", image_ids)
+        found = first_ids(self.table, "image_id", image_ids)
         if digests is not None:
-            by_bytes = _lookup(self.table[self.table["sha256"] != ""], "sha256", [d or "-" for d in digests])
+            by_bytes = first_ids(self.table[self.table["sha256"] != ""], "sha256", [d or "-" for d in digests])
             found = np.where(found >= 0, found, by_bytes)
         return found
 
@@ -240,14 +246,19 @@ class GalleryIndex:
         return [live.image(r) for r in rows]
 
     def with_enrolled(
-        self, vectors: np.ndarray, image_ids: list[str], labels: list[str], local: Sequence[LocalFeatures] | None
+        self,
+        vectors: np.ndarray,
+        image_ids: list[str],
+        labels: list[str],
+        local: Sequence[LocalFeatures] | None,
+        metadata: dict[str, list[str]] | None = None,
     ) -> GalleryIndex:
         """A copy in memory with more images in its side index (nothing is written): calibration
         enrols held-out identities into it exactly as `enroll` would into the saved index."""
         self.manifest.check_added(vectors, local)
         manifest = dataclasses.replace(self.manifest, next_id=self.manifest.next_id + len(vectors))
         ids = np.arange(self.manifest.next_id, manifest.next_id, dtype=np.int64)
-        rows = table_rows(ids, image_ids, labels, [""] * len(ids))
+        rows = table_rows(ids, image_ids, labels, [""] * len(ids), None, metadata)
         delta_local = None
         if local is not None:
             layout = self.manifest.descriptor_layout
@@ -385,10 +396,3 @@ class GalleryIndex:
         self._row_of = pd.Index(self._table["id"].to_numpy(dtype=np.int64))
         self._labels = self._table["label"].to_numpy(dtype=object).astype(str)
         self._live_local: FeatureSet | None = None
-
-
-def _lookup(table: pd.DataFrame, column: str, keys: list[str]) -> np.ndarray:
-    """The id of the first row whose `column` equals each key, -1 where none does."""
-    lookup = pd.Series(table["id"].to_numpy(), index=table[column].to_numpy())
-    lookup = lookup[~lookup.index.duplicated(keep="first")]
-    return lookup.reindex(keys).fillna(-1).to_numpy(dtype=np.int64)

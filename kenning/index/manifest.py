@@ -75,6 +75,8 @@ class IndexManifest:
     local_delta_file: str = ""
     fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
     operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
+    viewpoints: str = "compatible"  # compatible: match only compatible viewpoints (data/metadata.py); any
+    compatible_viewpoints: str = ""  # pairs matched besides equal viewpoints
     uid: str = ""  # made anew by every build: a service notices that its index was rebuilt, not changed
     file_sizes: dict[str, int] = field(default_factory=dict)  # bytes of each file named above: truncation is refused
     format: str = FORMAT
@@ -134,7 +136,7 @@ def read_index_manifest(directory: Path) -> IndexManifest:
         raise damaged(f"count {manifest.count} exceeds the ids ever given ({manifest.next_id})")
     if not 1 <= manifest.embedding_dim <= MAX_DIM:
         raise damaged(f"embedding_dim {manifest.embedding_dim} is not in [1, {MAX_DIM}]")
-    for key in ("threshold", "k", "power", "unknown_label"):
+    for key in ("threshold", "k", "power", "unknown_label", "viewpoints"):
         try:
             check_value(f"index.{key}", getattr(manifest, key))
         except KenningError as exc:

@@ -61,6 +61,7 @@ def enroll(
     paths: list[str],
     digests: list[str] | None = None,
     local: Sequence[LocalFeatures] | None = None,
+    metadata: dict[str, list[str]] | None = None,
 ) -> Enrolment:
     """Add images (and, for an index that matches them, their local features) to the side index of
     a saved index without touching its base.
@@ -101,7 +102,8 @@ def enroll(
         count = manifest.count + len(ids)
         if len(ids):
             pick = [labels, paths, digests]
-            rows = table_rows(ids, new_ids, *([column[i] for i in positions] for column in pick))
+            given = {k: [v[i] for i in positions] for k, v in (metadata or {}).items()}
+            rows = table_rows(ids, new_ids, *([column[i] for i in positions] for column in pick), given)
             added = np.asarray(vectors, np.float32)[positions]
             added_local = None
             if delta.local is not None and local is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ import numpy as np
 
 from kenning import photos
 from kenning.answers import answer_record
+from kenning.data.metadata import check_metadata, from_name
+from kenning.decision.encounters import combine
 from kenning.index import store
 from kenning.index.manifest import read_index_manifest
 from kenning.recognizer import Matches, Recognizer
@@ -30,14 +31,6 @@ NEAREST_PER_ANSWER = 3  # gallery photos shown beside each answer
 SEARCH_WIDTH = 50  # global neighbours searched per query: where each answer's nearest photos are found
 THUMBNAIL_SIDE = 256
 MAX_MATCH_LINES = 60  # keypoint pairs sent for the page to draw between a photo and its best match
-
-
-@dataclass
-class Identified:
-    """One uploaded photo's answer, as the API returns it."""
-
-    name: str
-    result: dict[str, Any]
 
 
 class ServedIndex:
@@ -67,9 +60,13 @@ class ServedIndex:
                 self._recognizer = self._recognizer.refreshed()
             return self._recognizer
 
-    def identify(self, uploads: Sequence[Upload]) -> list[Identified]:
-        """Top-5 answers per photo, the unknown decision, and each answer's nearest gallery photos."""
+    def identify(self, uploads: Sequence[Upload], viewpoint: str = "", encounter: bool = False) -> dict[str, Any]:
+        """Top-5 answers per photo, the unknown decision, and each answer's nearest gallery photos;
+        with `encounter`, also one answer for all the photos (decision/encounters.py). `viewpoint`:
+        of every photo (default: what each photo's name states)."""
         recognizer = self.current()
+        views = [viewpoint.strip().lower() or from_name(u.name)[0] for u in uploads]
+        check_metadata(set(views), "viewpoint")
         with tempfile.TemporaryDirectory(prefix="kenning-serve-") as tmp:
             paths = _write_temporaries(Path(tmp), uploads)
             probes = recognizer.read(paths)
@@ -77,19 +74,24 @@ class ServedIndex:
             # the temporary's path is the server's: the client knows the photo by its own name
             errors = [e.replace(p, u.name) for e, (u, p) in zip(probes.errors, failed, strict=True)]
             if len(probes.vectors) == 0:
-                return [Identified(u.name, {"error": e}) for u, e in zip(uploads, errors, strict=True)]
-            matches = recognizer.match(probes.vectors, probes.local, width=SEARCH_WIDTH)
-            answers = recognizer.answer(recognizer.rank(matches))
+                return {"results": [{"name": u.name, "error": e} for u, e in zip(uploads, errors, strict=True)]}
+            readable = [v for v, ok in zip(views, probes.ok, strict=True) if ok]
+            matches = recognizer.match(probes.vectors, probes.local, width=SEARCH_WIDTH, views=readable)
+            ranked = recognizer.rank(matches)
+            answers = recognizer.answer(ranked)
         errors = iter(errors)
         rows = iter(range(len(answers)))
         out = []
         for upload, ok in zip(uploads, probes.ok, strict=True):
             if not ok:
-                out.append(Identified(upload.name, {"error": next(errors)}))
+                out.append({"name": upload.name, "error": next(errors)})
                 continue
             i = next(rows)
-            out.append(Identified(upload.name, _answer(recognizer, matches, i, answers[i], probes.local)))
-        return out
+            out.append({"name": upload.name, **_answer(recognizer, matches, i, answers[i], probes.local)})
+        if not encounter:
+            return {"results": out}
+        combined = recognizer.answer([combine(ranked, readable)])[0]
+        return {"results": out, "encounter": answer_record(combined, recognizer.rule, recognizer.unknown_label)}
 
     def identities(self, offset: int, limit: int, search: str = "") -> dict[str, Any]:
         table = self.current().index.table
@@ -123,10 +125,13 @@ class ServedIndex:
 
     # -- writing --
 
-    def enroll(self, label: str, uploads: Sequence[Upload]) -> dict[str, Any]:
+    def enroll(self, label: str, uploads: Sequence[Upload], viewpoint: str = "", encounter: str = "") -> dict[str, Any]:
         """Keep the photos (content-addressed, in the photos folder: thumbnails and compaction need
-        them later) and enrol them under `label`."""
+        them later) and enrol them under `label` in one commit, with their viewpoint and encounter."""
         label = check_url_label(label)
+        metadata = {"viewpoint": viewpoint.strip().lower(), "encounter": encounter.strip()}
+        for key, value in metadata.items():
+            check_metadata([value], key)
         recognizer = self.current()
         with self._write:
             paths, created = [], []
@@ -135,7 +140,7 @@ class ServedIndex:
                 created += [path] if new else []
                 paths.append(str(path))
             try:
-                result = recognizer.enroll(paths, label, [u.name for u in uploads])
+                result = recognizer.enroll(paths, label, [u.name for u in uploads], metadata)
             except BaseException:
                 for path in created:  # ours, made a moment ago for this request: nothing else names them
                     path.unlink(missing_ok=True)

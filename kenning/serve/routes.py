@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as UrlPath
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -79,19 +79,27 @@ def api_router(served: ServedIndex, settings: ServeSettings, guard: Guard, metri
         summary="Top-5 answers per photo, the unknown decision, and the nearest gallery photos",
         dependencies=read,
     )
-    async def identify(files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+    async def identify(
+        files: Annotated[list[UploadFile], File()],
+        viewpoint: Annotated[str, Form(max_length=200)] = "",
+        encounter: Annotated[bool, Form()] = False,
+    ) -> dict[str, Any]:
         async with heavy:
             uploads = await read_uploads(files)
-            results = await run_in_threadpool(served.identify, uploads)
-        return {"results": [{"name": r.name, **r.result} for r in results]}
+            return await run_in_threadpool(served.identify, uploads, viewpoint, encounter)
 
     @router.post(
         "/identities/{label:path}/images", summary="Enrol photos under a label (new or existing)", dependencies=write
     )
-    async def enroll(label: str, files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+    async def enroll(
+        label: str,
+        files: Annotated[list[UploadFile], File()],
+        viewpoint: Annotated[str, Form(max_length=200)] = "",
+        encounter: Annotated[str, Form(max_length=200)] = "",
+    ) -> dict[str, Any]:
         async with heavy:
             uploads = await read_uploads(files)
-            return await run_in_threadpool(served.enroll, label, uploads)
+            return await run_in_threadpool(served.enroll, label, uploads, viewpoint, encounter)
 
     @router.delete(
         "/identities/{label:path}",

@@ -132,3 +132,30 @@ def test_embeddings_refuse_what_they_cannot_do(embedded: Path, trained_model: Pa
     run = cli("build-index", "--embeddings", tmp_path, "--out", tmp_path / "i")
     assert run.exit_code == 2 and "not an embeddings folder" in run.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_viewpoints_travel_through_embed_chunks_into_the_index(
+    trained_model: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    """labels.csv's viewpoint and encounter columns are kept in the chunks and reach the index."""
+    import pandas as pd
+
+    table = pd.read_csv(demo_dir / "labels.csv", dtype=str, keep_default_na=False)
+    test = table[(table["split"] == "test") & (table["label"] != "")].head(12).copy()
+    test["image"] = [str((demo_dir / i).resolve()) for i in test["image"]]
+    test["viewpoint"] = ["left", "right"] * 6
+    test["encounter"] = [f"e{i // 2}" for i in range(12)]
+    data = tmp_path / "data"
+    data.mkdir()
+    test.to_csv(data / "labels.csv", index=False)
+    out = tmp_path / "vectors"
+    assert cli("embed", "--model", trained_model, "--data", data, "--out", out, "--quiet").exit_code == 0
+    chunk = EmbeddingSet(out).table("gallery")
+    assert chunk["viewpoint"].tolist() == test["viewpoint"].tolist()
+    run = cli("build-index", "--embeddings", out, "--out", tmp_path / "index", "--threshold", "0.5")
+    assert run.exit_code == 0, run.stderr
+    from kenning.index.gallery import GalleryIndex
+
+    stored = GalleryIndex.load(tmp_path / "index").table.sort_values("id")
+    assert stored["viewpoint"].tolist() == test["viewpoint"].tolist()
+    assert stored["encounter"].tolist() == test["encounter"].tolist()

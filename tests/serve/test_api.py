@@ -236,3 +236,31 @@ def test_after_a_write_the_served_index_keeps_its_base_descriptor_index(index_co
     compacted = served.current()
     assert compacted.query([str(newcomer)])[0].labels[0] == "newcomer"
     assert compacted.matcher.index is not base_index and compacted.matcher.tail is None
+
+
+def test_viewpoints_and_encounters_through_the_api(index_copy: Path, local_demo: Path) -> None:
+    """Enrol with a viewpoint and an encounter (stored), identify several photos as one encounter,
+    and a right flank never finds the left flank enrolled."""
+    from kenning.index.gallery import GalleryIndex
+
+    newcomer = sorted((local_demo / "enroll").glob("*.jpg"))[0]
+    with running(index_copy) as url:
+        enrolled = httpx.post(
+            f"{url}/identities/Hut on the ridge/images",
+            files=_files(newcomer),
+            data={"viewpoint": "Left", "encounter": "e42"},
+            headers=AUTH,
+            timeout=60,
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        row = GalleryIndex.load(index_copy).table.query("label == 'Hut on the ridge'").iloc[0]
+        assert (row["viewpoint"], row["encounter"]) == ("left", "e42")
+        photos = [("files", ("a.jpg", _another_photo_of(newcomer), "image/jpeg"))] * 2
+        left = httpx.post(f"{url}/identify", files=photos, data={"viewpoint": "left", "encounter": "true"}, timeout=60)
+        assert left.status_code == 200, left.text
+        assert (
+            len(left.json()["results"]) == 2 and left.json()["encounter"]["answers"][0]["label"] == "Hut on the ridge"
+        )
+        right = httpx.post(f"{url}/identify", files=photos[:1], data={"viewpoint": "right"}, timeout=60).json()
+        assert "Hut on the ridge" not in [a["label"] for a in right["results"][0]["answers"]]
+        assert "encounter" not in right

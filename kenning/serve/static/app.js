@@ -60,6 +60,7 @@ async function identifyOne(file) {
   $("#rows").prepend(row);
   const form = new FormData();
   form.append("files", file, file.name);
+  form.append("viewpoint", $("#viewpoint").value);
   try {
     const data = await api("POST", "/identify", form);
     const result = data.results[0];
@@ -114,6 +115,7 @@ async function enrol(row, file, label) {
   }
   const form = new FormData();
   form.append("files", file, file.name);
+  form.append("viewpoint", $("#viewpoint").value);
   try {
     const data = await api("POST", `/identities/${encodeURIComponent(label)}/images`, form);
     const what = data.added.length ? `enrolled as ${data.label}` : `already enrolled as ${data.label}`;
