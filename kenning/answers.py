@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kenning.data.metadata import from_name
 from kenning.decision.encounters import combine
 from kenning.decision.rules import Rule
@@ -54,31 +56,40 @@ def image_records(
     return records
 
 
+def answer_encounters(
+    recognizer: Recognizer, paths: Sequence[str], views: Sequence[str], encounters: Sequence[str]
+) -> tuple[list[Prediction | str], dict[str, Prediction]]:
+    """Each photo's own answer (or the line why it could not be read), and one answer per encounter
+    (decision/encounters.py) from the readable photos of it; a photo with no encounter ("") is none."""
+    probes = recognizer.read(paths)
+    readable = np.flatnonzero(probes.ok)
+    views_read = [views[i] for i in readable]
+    ranked = recognizer.rank(recognizer.match(probes.vectors, probes.local, views=views_read)) if len(readable) else []
+    photos, errors = iter(recognizer.answer(ranked)), iter(probes.errors)
+    each = [next(photos) if ok else next(errors) for ok in probes.ok]
+    groups: dict[str, list[int]] = {}
+    for row, i in enumerate(readable):
+        if encounters[i]:
+            groups.setdefault(encounters[i], []).append(row)
+    combined = [combine([ranked[r] for r in rows], [views_read[r] for r in rows]) for rows in groups.values()]
+    return each, dict(zip(groups, recognizer.answer(combined), strict=True))
+
+
 def answer_images(
     recognizer: Recognizer, paths: Sequence[str], viewpoint: str | None = None, encounter: bool = False
 ) -> list[dict[str, Any]]:
-    """`query`'s records: one per photo, or with `encounter` one for all of them (decision/encounters.py)
-    with each photo's own answers under "photos". `viewpoint`: of every photo (default: what each
-    file name states, "" where none)."""
+    """`query`'s records: one per photo, or with `encounter` one for all of them with each photo's
+    own answers under "photos". `viewpoint`: of every photo (default: what each file name states)."""
     views = [from_name(p)[0] if viewpoint is None else viewpoint.strip().lower() for p in paths]
     if not encounter:
-        return image_records(paths, recognizer.query(paths, views), recognizer.rule, recognizer.unknown_label)
-    probes = recognizer.read(paths)
-    readable = [v for v, ok in zip(views, probes.ok, strict=True) if ok]
-    if not readable:
-        return [{"image": "encounter", "images": list(paths), "error": "; ".join(probes.errors)}]
-    ranked = recognizer.rank(recognizer.match(probes.vectors, probes.local, views=readable))
-    photos = iter(recognizer.answer(ranked))
-    errors = iter(probes.errors)
-    each = [next(photos) if ok else next(errors) for ok in probes.ok]
-    answer = recognizer.answer([combine(ranked, readable)])[0]
-    record = answer_record(answer, recognizer.rule, recognizer.unknown_label)
+        records = image_records(paths, recognizer.query(paths, views), recognizer.rule, recognizer.unknown_label)
+        return [{**r, "viewpoint": v} for r, v in zip(records, views, strict=True)]  # what it was matched against
+    each, together = answer_encounters(recognizer, paths, views, ["encounter"] * len(paths))
+    records = image_records(paths, each, recognizer.rule, recognizer.unknown_label)
+    photos = [{**r, "viewpoint": v} for r, v in zip(records, views, strict=True)]
+    if not together:
+        return [{"image": "encounter", "images": list(paths), "error": "none of the photos could be read"}]
+    record = answer_record(together["encounter"], recognizer.rule, recognizer.unknown_label)
     return [
-        {
-            "image": "encounter",
-            "images": list(paths),
-            "predictions": record.pop("answers"),
-            **record,
-            "photos": image_records(paths, each, recognizer.rule, recognizer.unknown_label),
-        }
+        {"image": "encounter", "images": list(paths), "predictions": record.pop("answers"), **record, "photos": photos}
     ]

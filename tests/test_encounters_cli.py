@@ -41,7 +41,7 @@ def test_an_encounter_answers_once_as_its_photos_combine(plain: Path, local_demo
     assert records[0]["best_similarity"] == round(expected.best_similarity, 4)
 
 
-def test_enrolled_metadata_is_stored_and_survives_compaction(plain: Path, local_demo: Path, tmp_path: Path) -> None:
+def test_enrolled_metadata_survives_forget_and_compaction(plain: Path, local_demo: Path, tmp_path: Path) -> None:
     import shutil
 
     index = tmp_path / "index"
@@ -49,9 +49,12 @@ def test_enrolled_metadata_is_stored_and_survives_compaction(plain: Path, local_
     photos = _photos(local_demo)[:2]
     run = cli("enroll", "--index", index, "--label", "newcomer", "--viewpoint", "left", "--encounter", "e7", *photos)
     assert run.exit_code == 0, run.stderr
+    other = GalleryIndex.load(index).table["label"].iloc[0]
+    assert cli("forget", "--index", index, "--label", other).exit_code == 0
     compacted = cli("build-index", "--out", index, "--compact")
     assert compacted.exit_code == 0, compacted.stderr
     table = GalleryIndex.load(index).table
+    assert other not in set(table["label"])
     mine = table[table["label"] == "newcomer"]
     assert len(mine) == 2 and set(mine["viewpoint"]) == {"left"} and set(mine["encounter"]) == {"e7"}
     assert_refused(
@@ -63,3 +66,25 @@ def test_eval_by_encounter_adds_encounter_figures(plain: Path, local_demo: Path)
     run = cli("eval", "--index", plain, "--data", local_demo, "--split", "test", "--by-encounter")
     assert run.exit_code == 0, run.stderr
     assert "encounter recall@1" in run.stdout and "encounter encounters" in run.stdout
+
+
+def test_a_batch_with_an_encounter_column_answers_each_encounter_once(
+    plain: Path, local_demo: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    photos = sorted((local_demo / "images" / "test").glob("landmark_*/*.jpg"))[:4]
+    listing = pd.DataFrame({"path": [str(p) for p in photos], "encounter": ["e1", "e1", "e2", ""]})
+    listing.to_csv(tmp_path / "queries.csv", index=False)
+    out = tmp_path / "submission.csv"
+    run = cli("query", "--index", plain, "--batch", tmp_path / "queries.csv", "--out", out)
+    assert run.exit_code == 0, run.stderr
+    ids = pd.read_csv(out)["Id"].tolist()
+    assert ids[0] == ids[1]  # one encounter, one answer
+    recognizer = Recognizer.open(plain, progress=False)
+    probes = recognizer.read([str(p) for p in photos[:2]])
+    ranked = recognizer.rank(recognizer.match(probes.vectors, views=["", ""]))
+    together = place_unknown(combine(ranked, ["", ""]), recognizer.threshold, recognizer.unknown_label)
+    assert ids[0] == " ".join(together.labels)
+    alone = recognizer.query([str(photos[3])])[0]
+    assert ids[3] == " ".join(alone.labels)  # no encounter: answered alone

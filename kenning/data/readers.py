@@ -111,7 +111,8 @@ QUERY_COLUMNS = ("path", "image", "Image", "id")
 def read_query_list(source: str | Path) -> pd.DataFrame:
     """Images to answer in batch: every image under a folder, or the rows of a CSV naming them in a
     `path`, `image` or `Image` column (relative to the CSV) or an `id` column (`<id>.jpg` beside it).
-    Returns `name` (the submission's key: file name, or the id) and `path`."""
+    Returns `name` (the submission's key: file name, or the id), `path`, and the list's `viewpoint`
+    and `encounter` columns where it has them."""
     source = Path(source)
     if source.is_dir():
         # Every entry named like an image gets a row, whatever it is (a dangling link, a FIFO, a device:
@@ -137,7 +138,8 @@ def read_query_list(source: str | Path) -> pd.DataFrame:
         again = names[names.duplicated()].iloc[0]
         raise KenningError(f"{source}: {column} {again!r} is listed twice; a submission holds one row per image")
     files = names + ".jpg" if column == "id" else names
-    return pd.DataFrame({"name": names.tolist(), "path": [str(source.parent / f) for f in files]})
+    metadata = {c: df[c].tolist() for c in (VIEWPOINT, ENCOUNTER) if c in df}
+    return pd.DataFrame({"name": names.tolist(), "path": [str(source.parent / f) for f in files], **metadata})
 
 
 def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from kenning.atomic import atomic_write_json, atomic_write_text
 from kenning.decision.threshold import Calibration, describe_calibration, sweep, threshold_grid
@@ -137,6 +138,22 @@ def _write_report(result: EvalResult, out: Path, title: str) -> None:
     atomic_write_text(out / "report.html", _html(title, result, figures, out))
 
 
+def per_viewpoint(per_query: pd.DataFrame) -> dict[str, tuple[int, int, float | None, float | None]]:
+    """Queries, known queries and top-1 accuracy on known and on new queries, per viewpoint; empty
+    when no query has one (the table is left out)."""
+    if "viewpoint" not in per_query or not (per_query["viewpoint"] != "").any():
+        return {}
+    out = {}
+    for view, rows in per_query.groupby("viewpoint", sort=True):
+        known, new = rows[rows["known"]], rows[~rows["known"]]
+        right = (
+            float(known["correct"].mean()) if len(known) else None,
+            float(new["correct"].mean()) if len(new) else None,
+        )
+        out[str(view)] = (len(rows), len(known), *right)
+    return out
+
+
 def _curve(calibration: Calibration | None) -> list[dict] | None:
     """The held-out sweep; None when the threshold was set by hand or calibrated before GAP was swept."""
     return [asdict(p) for p in calibration.curve] if calibration and calibration.curve else None
@@ -193,6 +210,16 @@ def _html(title: str, result: EvalResult, figures: list[str], out: Path) -> str:
         return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
     table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in result.metrics.items())
+    by_view = "\n".join(
+        f"<tr><th>{html.escape(view or 'unknown')}</th>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+        for view, row in per_viewpoint(result.per_query).items()
+    )
+    views = (
+        "<h2>By viewpoint</h2><table><tr><th>viewpoint</th><th>queries</th><th>known</th><th>top-1 right "
+        f"(known)</th><th>top-1 right (new)</th></tr>\n{by_view}</table>"
+        if by_view
+        else ""
+    )
     threshold = result.metrics["threshold"]
     if threshold is None:
         how = "No unknown threshold: every query is answered with its nearest identities (closed set)."
@@ -223,6 +250,7 @@ figcaption {{ color: #555; font-size: 0.9em; }}
 none when it is unknown); recall@K, precision@1, R-precision and mAP@R: retrieval of known queries as
 pytorch-metric-learning defines them; auroc: best-match similarity separating known from unknown queries;
 false_accept_rate: unknown queries answered with a known identity first. Per query: predictions.csv.</p>
+{views}
 <h2>Figures</h2>
 {"".join(blocks)}
 </body></html>

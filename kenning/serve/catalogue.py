@@ -87,7 +87,8 @@ class ServedIndex:
                 out.append({"name": upload.name, "error": next(errors)})
                 continue
             i = next(rows)
-            out.append({"name": upload.name, **_answer(recognizer, matches, i, answers[i], probes.local)})
+            answer = _answer(recognizer, matches, i, answers[i], probes.local)
+            out.append({"name": upload.name, **answer, "viewpoint": readable[i]})  # what it was matched against
         if not encounter:
             return {"results": out}
         combined = recognizer.answer([combine(ranked, readable)])[0]
