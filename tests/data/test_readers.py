@@ -10,7 +10,8 @@ from kenning.errors import KenningError
 def test_generic_layout(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("image,label,split\na.jpg,x,train\nb.jpg,,test\nc.jpg,y,test\n")
     df = read_dataset(tmp_path)
-    assert list(df.columns) == ["image_id", "path", "label", "split", "sha256"]
+    assert list(df.columns) == ["image_id", "path", "label", "split", "sha256", "viewpoint", "encounter"]
+    assert set(df["viewpoint"]) == {""} and set(df["encounter"]) == {""}  # none given, none in the names
     assert df["label"].tolist() == ["x", UNLABELLED, "y"]
     assert df["path"].iloc[0] == str(tmp_path / "a.jpg")
     assert select_split(df, "eval")["image_id"].tolist() == ["b.jpg", "c.jpg"]

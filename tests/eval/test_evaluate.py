@@ -102,7 +102,9 @@ def _sightings(demo_dir: Path, out: Path) -> Path:
 
 def test_reid_never_matches_the_own_sighting(trained_model: Path, demo_dir: Path, tmp_path: Path) -> None:
     data = select_split(read_dataset(_sightings(demo_dir, tmp_path / "data")), "test")
-    result = run_protocol("reid", trained_model, data, small_config().index, tmp_path / "index", progress=False)
+    cfg = small_config().index
+    cfg.viewpoints = "any"  # the two photos of a sighting are named as flanks: here every photo matches every one
+    result = run_protocol("reid", trained_model, data, cfg, tmp_path / "index", progress=False)
     partner = {
         p: p.replace("_leftphoto", "_rightphoto") if "_left" in p else p.replace("_rightphoto", "_leftphoto")
         for p in data["path"]
@@ -123,3 +125,10 @@ def test_reid_never_matches_the_own_sighting(trained_model: Path, demo_dir: Path
     assert result.metrics["queries"] == reference["queries"]
     for key in ("recall@1", "recall@5", "precision@1", "map@r"):
         assert result.metrics[key] == pytest.approx(reference[key], abs=1e-6), key
+    # matched by viewpoint (the default), a "left" photo never finds the "right" one, own sighting or not
+    recognizer = Recognizer.open(tmp_path / "index", progress=False)
+    recognizer.configure(viewpoints="compatible")
+    flank = evaluate(recognizer, data, closed_set=True)
+    for path, shown in zip(flank.per_query["path"], flank.neighbour_paths, strict=True):
+        side = "_left" if "_left" in path else "_right"
+        assert all(side in s for s in shown if s), (path, shown)
