@@ -82,12 +82,18 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
             page.click("#download")
         csv = Path(download.value.path()).read_text().splitlines()
 
+        page.check("#as-encounter")  # both photos as one encounter: one answer from the two together
+        page.set_input_files("#files", [str(photo), str(other)])
+        together = page.locator("#encounter-answer")
+        expect(together).to_contain_text("the 2 photos together: Ridge_hut", timeout=60_000)
+        page.screenshot(path=str(shots / "4-encounter.png"), full_page=True)
+
         page.click("button[data-view=catalogue]")
         page.locator(".identity").first.wait_for()
         page.fill("#search", "ridge")
         expect(page.locator(".identity")).to_have_count(1)
         listed = page.locator(".identity .name").inner_text()
-        page.screenshot(path=str(shots / "4-catalogue.png"), full_page=True)
+        page.screenshot(path=str(shots / "5-catalogue.png"), full_page=True)
         browser.close()
     assert first == "Ridge_hut"
     assert csv[0] == "Image,Id" and len(csv) == 3  # the whale format, one row per photo shown

@@ -50,6 +50,23 @@ async function identifyAll(files) {
   const photos = [...files].filter(isImage);
   for (const file of photos) await identifyOne(file); // one at a time: rows fill in as answers come
   $("#counts").textContent = `${results.length} photo(s) identified`;
+  if ($("#as-encounter").checked && photos.length > 1) await identifyEncounter(photos);
+}
+
+// All the photos as one encounter (one animal, one time): one answer, from every photo together.
+async function identifyEncounter(photos) {
+  const form = new FormData();
+  for (const file of photos) form.append("files", file, file.name);
+  form.append("viewpoint", $("#viewpoint").value);
+  form.append("encounter", "true");
+  const shown = $("#encounter-answer");
+  try {
+    const data = await api("POST", "/identify", form);
+    const answers = data.encounter.answers.slice(0, 3).map((a) => a.label);
+    shown.textContent = `the ${photos.length} photos together: ${answers.join(", ")}`;
+  } catch (err) {
+    shown.textContent = `the photos together: ${err.message}`;
+  }
 }
 
 async function identifyOne(file) {
