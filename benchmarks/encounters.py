@@ -16,45 +16,23 @@ Writes benchmarks/results/encounters_<dataset>[_<tag>].{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
-from common import RESULTS, ROOT, SHARED
-from local_matching import TRAIN, local_only
+from common import RESULTS
+from local_matching import TRAIN, local_only, setup
 
-from kenning.config import load_config, parse_assignment
-from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.eval.encounters import encounter_metrics
 from kenning.eval.evaluate import evaluate
 from kenning.eval.protocols import run_protocol
 from kenning.recognizer import Recognizer
-from kenning.training.run import train_embedding
 
 FIGURES = ["recall@1", "recall@5", "map@5", "gap", "known_accuracy", "unknown_accuracy"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="nyala", choices=["nyala", "lions"])
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--protocols", default="reid,catalogue")
-    parser.add_argument("--set", action="append", default=[], help="config override, k=v (local.*, index.*)")
-    parser.add_argument("--tag", default="")
-    parser.add_argument("--reuse", action="store_true", help="score the indexes an earlier run kept, do not rebuild")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-local")
-    args = parser.parse_args()
-    overrides = {"model.image_size": args.image_size, "local.method": "sift", "index.unknown_label": "new_whale"}
-    overrides.update(dict(parse_assignment(a) for a in args.set))
-    cfg = load_config(None, {**TRAIN, **overrides})
-    table = read_dataset(SHARED / args.dataset)
-    work = args.work / args.dataset
-    model = work / f"model-s{args.image_size}"
-    if not (model / "model.pt").is_file():
-        train_embedding(cfg, select_split(table, "train"), model, resume=True)
-    images = select_split(table, "eval")
+    args, cfg, work, model, images = setup(__doc__.splitlines()[0])
     rows = []
     for protocol in args.protocols.split(","):
         index_dir = work / f"{protocol}-views-index{'-' + args.tag if args.tag else ''}"
@@ -64,9 +42,9 @@ def main() -> None:
         if not (args.reuse and (index_dir / "manifest.json").is_file()):
             run_protocol(protocol, model, images, cfg.index, index_dir, progress=False, local=cfg.local)
         built = time.perf_counter() - started
+        recognizer = Recognizer.open(index_dir, progress=False)  # model and index loaded once per protocol
         for viewpoints in ("compatible", "any"):
             for system, local in (("embedding only", False), ("fused (Kenning)", True)):
-                recognizer = Recognizer.open(index_dir, progress=False)
                 recognizer.configure(local=local, viewpoints=viewpoints)
                 result = evaluate(recognizer, queries, closed_set=closed, exclude_sighting=closed)
                 base = {"protocol": protocol, "viewpoints": viewpoints, "system": system}

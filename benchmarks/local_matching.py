@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from common import RESULTS, ROOT, SHARED
 
-from kenning.config import load_config, parse_assignment
+from kenning.config import Config, load_config, parse_assignment
 from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import catalogue_split
 from kenning.eval.evaluate import EvalResult, evaluate
@@ -52,8 +53,10 @@ def local_only(result: EvalResult) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def setup(description: str) -> tuple[argparse.Namespace, Config, Path, Path, pd.DataFrame]:
+    """The arguments both local-stage benchmarks take, their config, the work folder, the model
+    (trained on `train` when not there yet) and the evaluation split."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", default="nyala", choices=["nyala", "lions"])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--protocols", default="reid,catalogue")
@@ -70,7 +73,11 @@ def main() -> None:
     model = work / f"model-s{args.image_size}"
     if not (model / "model.pt").is_file():
         train_embedding(cfg, select_split(table, "train"), model, resume=True)
-    images = select_split(table, "eval")
+    return args, cfg, work, model, select_split(table, "eval")
+
+
+def main() -> None:
+    args, cfg, work, model, images = setup(__doc__.splitlines()[0])
     rows = []
     for protocol in args.protocols.split(","):
         index_dir = work / f"{protocol}-index{'-' + args.tag if args.tag else ''}"

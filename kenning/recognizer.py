@@ -215,10 +215,11 @@ class Recognizer:
         neighbours = self.neighbours(vectors, max(wanted, GLOBAL_CANDIDATES), exclude, views)
         excluded = _as_rows(exclude, len(vectors))
         shortlist = self._local_settings.shortlist
+        by_view = filters(views, self.index, self.viewpoints)
         scores = []
         for i, features in enumerate(local):
             ids = neighbours.ids[i]
-            matcher = self._matcher_for(views[i]) if filters(views, self.index, self.viewpoints) else self.matcher
+            matcher = self._matcher_for(views[i]) if by_view else self.matcher
             scores.append(matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
         candidates = [_candidates(neighbours, i, s) for i, s in enumerate(scores)]
         if self._local_settings.verify:

@@ -395,4 +395,5 @@ class GalleryIndex:
         self._table = concat_tables(live_base, delta.table).reset_index(drop=True)
         self._row_of = pd.Index(self._table["id"].to_numpy(dtype=np.int64))
         self._labels = self._table["label"].to_numpy(dtype=object).astype(str)
+        self.has_viewpoints = bool((self._table["viewpoint"] != "").any())  # per change, not per query
         self._live_local: FeatureSet | None = None

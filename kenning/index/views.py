@@ -71,5 +71,5 @@ def filters(views: Sequence[str] | None, index: GalleryIndex, mode: str) -> bool
         views is not None
         and mode == "compatible"
         and any(v != UNKNOWN for v in views)
-        and bool((index.table["viewpoint"] != UNKNOWN).any())
+        and index.has_viewpoints
     )
