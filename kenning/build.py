@@ -31,6 +31,7 @@ from kenning.data.splits import catalogue_split
 from kenning.decision.fusion import Fusion, fit_fusion
 from kenning.decision.rules import Fused
 from kenning.decision.threshold import Calibration, calibrate_threshold
+from kenning.decision.voting import RankedLabels
 from kenning.embeddings.checkpoint import load_holdout, load_model
 from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError, warn
@@ -43,6 +44,7 @@ from kenning.reader import StoredReader
 from kenning.recognizer import Recognizer
 
 MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
+WIDE_SPREAD = 0.2  # share of held-out queries the resampled thresholds disagree on, above which build warns
 FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
 
 
@@ -257,16 +259,33 @@ def _calibrate(
     index = recognizer.index
     if holdout is None or holdout.empty:  # no threshold: unknown is never answered
         return None
-    result = calibrate_on_holdout(recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds)
+    result = calibrate_on_holdout(
+        recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds, cfg.resamples, (cfg.review_far, cfg.review_miss)
+    )
+    _warn_if_wide(result.main)
     embedding, fused = result.embedding, None
     given = None if local_on else cfg.threshold  # a threshold given with local matching is the fused one
     votes = dataclasses.replace(
         recognizer.votes, threshold=embedding.threshold if embedding else given, calibration=embedding
     )
     if result.fusion is not None:
-        fused = Fused(result.fusion, result.fused.threshold if result.fused else cfg.threshold, result.fused)
+        threshold = result.fused.threshold if result.fused else cfg.threshold
+        fused = Fused(result.fusion, threshold, result.fused, recognizer.votes.norm)
     index.manifest = store.set_rules(out, votes, fused)
     return result.main
+
+
+def _warn_if_wide(calibration: Calibration | None) -> None:
+    """The threshold's spread over bootstrap draws of the held-out identities, said when it is wide."""
+    spread = calibration.spread if calibration else None
+    if spread is None or spread.uncertain_share <= WIDE_SPREAD:
+        return
+    low_high = spread.low_high
+    where = f" between {low_high[0]:.4g} and {low_high[1]:.4g}" if low_high else ""
+    warn(
+        f"the unknown threshold is uncertain: resampling the held-out identities puts it{where}, which decides "
+        f"{spread.uncertain_share:.0%} of their queries; hold out more identities (train.holdout_fraction)"
+    )
 
 
 def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame | None:
@@ -298,9 +317,13 @@ def calibrate_on_holdout(
     objective: str = "map@5",
     target_far: float = 0.05,
     thresholds: bool = True,
+    resamples: int = 0,
+    review: tuple[float, float] | None = None,
 ) -> HoldoutCalibration:
     """Protocol B on the held-out identities, through the query path: fit the fusion (with local
-    matching) and, when `thresholds`, choose each path's unknown threshold by `objective`."""
+    matching) and, when `thresholds`, choose each path's unknown threshold by `objective`, its
+    spread measured on `resamples` bootstrap draws of the identities and, with `review` (review_far,
+    review_miss), a review band around it."""
     enrolled, queries = catalogue_split(holdout)
     read_enrolled = recognizer.read(enrolled["path"].tolist())
     read_queries = recognizer.read(queries["path"].tolist())
@@ -330,7 +353,16 @@ def calibrate_on_holdout(
     views = with_metadata(queries)[VIEWPOINT].tolist()  # matched as `query` matches them
     matches = catalogue.match(read_queries.vectors, read_queries.local, views=views)
     votes = catalogue.votes.rank(matches.neighbours)
-    embedding = calibrate_threshold(votes, actual, unknown, objective, target_far) if thresholds else None
+    identities = queries["label"].tolist()
+
+    def calibrate(ranked: list[RankedLabels]) -> Calibration | None:
+        if not thresholds:
+            return None
+        return calibrate_threshold(
+            ranked, actual, unknown, objective, target_far, identities=identities, resamples=resamples, review=review
+        )
+
+    embedding = calibrate(votes)
     if matches.candidates is None:
         return HoldoutCalibration(embedding, None, None)
     fusion = fit_fusion(
@@ -340,6 +372,6 @@ def calibrate_on_holdout(
         model=recognizer.model_manifest.fingerprint,
         on="held-out training identities, protocol B against the gallery",
     )
-    ranked = Fused(fusion).rank(matches.neighbours, matches.candidates)
-    fused = calibrate_threshold(ranked, actual, unknown, objective, target_far) if thresholds else None
+    ranked = Fused(fusion, norm=catalogue.votes.norm).rank(matches.neighbours, matches.candidates)
+    fused = calibrate(ranked)
     return HoldoutCalibration(embedding, fusion, fused)

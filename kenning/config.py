@@ -74,8 +74,15 @@ class IndexConfig:
     k: int = 10  # neighbours that vote
     power: float = 3.0  # vote weight = similarity ** power
     threshold: float | None = None  # None: calibrate on held-out identities at build time
-    calibrate: str = "map@5"  # what the calibrated threshold maximises: map@5, gap, or far (see target_far)
+    calibrate: str = "map@5"  # what the calibrated threshold maximises: map@5, gap, balanced, or far (see target_far)
     target_far: float = 0.05  # calibrate=far: highest share of unknown queries answered with a known label
+    normalise: str = "none"  # cohort: each query's scores normalised by its own impostors before the threshold
+    cohort_skip: int = 1  # normalise=cohort: best candidates left out of a query's cohort
+    cohort_size: int = 20  # normalise=cohort: candidates after them that are its impostor scores
+    new_rate: float | None = None  # eval / batch queries: the threshold of each batch answers this share new
+    review_far: float = 0.02  # review band: above it at most this share of held-out new queries is named
+    review_miss: float = 0.05  # review band: below it at most this share of held-out right answers falls
+    resamples: int = 20  # bootstrap draws of the held-out identities measuring the threshold's spread; 0: none
     unknown_label: str = "unknown"
     flip_tta: bool = False
     batch_size: int = 32
@@ -114,7 +121,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.select_by": ("map@5", "recall@1", "map@r"),
     "loss.miner": ("batch_hard", "multi_similarity", "semihard", "none"),
     "index.backend": ("faiss", "annoy"),
-    "index.calibrate": ("map@5", "gap", "far"),
+    "index.calibrate": ("map@5", "gap", "far", "balanced"),
+    "index.normalise": ("none", "cohort"),
     "index.viewpoints": ("compatible", "any"),
 }
 
@@ -149,8 +157,14 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "train.seed": (0, 2**32 - 1),
     "index.k": (1, 10_000),
     "index.power": (0.0, 100.0),
-    "index.threshold": (-1.0, 1.0),
+    "index.threshold": (-1.0, 1.0),  # a similarity or a probability; a normalised threshold is calibrated, not given
     "index.target_far": (0.0, 1.0),
+    "index.resamples": (0, 1000),
+    "index.review_far": (0.0, 1.0),
+    "index.new_rate": (0.0, 1.0),
+    "index.review_miss": (0.0, 1.0),
+    "index.cohort_skip": (0, 1000),
+    "index.cohort_size": (1, 10_000),
     "index.batch_size": (1, 100_000),
     "index.target_recall": ("(", 0.0, 1.0),
     "local.max_keypoints": (1, 100_000),

@@ -22,6 +22,7 @@ import numpy as np
 from kenning.config import LocalConfig, check_value
 from kenning.data.metadata import UNKNOWN, from_name, parse_compatible
 from kenning.decision.fusion import Candidates
+from kenning.decision.review import decision
 from kenning.decision.rules import Rule
 from kenning.decision.threshold import Calibration
 from kenning.decision.voting import Neighbours, Prediction, RankedLabels, place_unknown
@@ -209,6 +210,8 @@ class Recognizer:
         k = self.votes.k
         wanted = max(width or k, k)
         if not self.use_local:
+            if self.votes.norm is not None:  # each query's cohort: the identities of its deeper neighbours
+                wanted = max(wanted, GLOBAL_CANDIDATES)
             return Matches(self.neighbours(vectors, wanted, exclude, views), None, None)
         if local is None or len(local) != len(vectors):
             raise KenningError("local matching needs each query's local features")
@@ -265,11 +268,15 @@ class Recognizer:
         """The decision of the rule in use (decision/rules.py)."""
         return self.rule.rank(matches.neighbours, matches.candidates)
 
-    def answer(self, ranked: Sequence[RankedLabels], threshold: float | str | None = "index") -> list[Prediction]:
-        """Top-5 answers; threshold "index" is the calibrated one of the path in use, None never
-        answers unknown."""
+    def answer(
+        self, ranked: Sequence[RankedLabels], threshold: float | str | None = "index", top: int = 5
+    ) -> list[Prediction]:
+        """The first `top` answers, each decided match / review / new; threshold "index" is the
+        calibrated one of the path in use (with its review band), None never answers unknown."""
+        band = self.calibration.review if threshold == "index" and self.calibration else None
         threshold = self.threshold if threshold == "index" else threshold
-        return [place_unknown(r, threshold, self.unknown_label) for r in ranked]
+        predictions = [place_unknown(r, threshold, self.unknown_label, top) for r in ranked]
+        return [dataclasses.replace(p, decision=decision(p.best_similarity, threshold, band)) for p in predictions]
 
     def predict(
         self, probes: Probes, exclude: np.ndarray | None = None, views: Sequence[str] | None = None

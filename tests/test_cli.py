@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,3 +237,28 @@ def test_eval_protocol_catalogue_report(trained_model: Path, demo_dir: Path, tmp
     assert done.returncode == 2 and "unknown protocol 'bogus'" in done.stderr
     done = kenning("eval", "--submission", tmp_path / "x.csv", "--format", "whale")
     assert done.returncode == 2 and "needs --submission, --solution and --format" in done.stderr
+
+
+def test_query_lists_candidates_with_their_decision(index_copy: Path, demo_dir: Path) -> None:
+    image = next((demo_dir / "images" / "test").glob("landmark_*/1.jpg"))
+    done = kenning("query", image, "--index", index_copy, "--json", "--candidates", "8", "--k", "30")
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads(done.stdout)
+    assert len(record["predictions"]) == 8  # the k-NN rule ranks the labels of its k voters: --k 30
+    assert record["decision"] in ("match", "review", "new")
+    if record["decision"] != "review":  # outside the band the threshold's answer is the decision
+        assert record["unknown"] == (record["decision"] == "new")
+
+
+def test_eval_with_a_new_rate_answers_that_share_unknown(index_copy: Path, demo_dir: Path, tmp_path: Path) -> None:
+    done = kenning(
+        "eval", "--index", index_copy, "--data", demo_dir, "--split", "test", "--set", "index.new_rate=0.5",
+        "--report", tmp_path / "report",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    table = pd.read_csv(tmp_path / "report" / "predictions.csv", keep_default_na=False)
+    unknown = table.loc[~table["known"], "actual"].iloc[0]
+    share = (table["predicted"].str.split().str[0] == unknown).mean()
+    assert metrics["calibrated_for"] == "new rate" and abs(share - 0.5) <= 0.1
+    assert {"baks", "baus", "balanced"} <= set(metrics)

@@ -174,6 +174,8 @@ def query(
     replace: o.ReplaceOut = False,
     viewpoint: o.Viewpoint = None,
     encounter: o.Encounter = False,
+    candidates: o.Candidates = 5,
+    new_rate: o.NewRate = None,
 ) -> None:
     """Top-5 labels per image (or, with --encounter, for all of them at once) by k-nearest-neighbour
     voting, fused with local matching when the index has it; unknown when too far."""
@@ -188,11 +190,11 @@ def query(
     recognizer = Recognizer.open(index, model, progress=batch is not None)
     recognizer.configure(k=k, power=power, search_params=search_params, local=False if no_local else None)
     if batch is not None:
-        rows, failed = answer_batch(recognizer, batch, fmt, out)
+        rows, failed = answer_batch(recognizer, batch, fmt, out, new_rate)
         output.errors(failed)
         typer.echo(f"wrote {out}: {rows} rows ({fmt} format), {len(failed)} unreadable")
     else:
-        records = answer_images(recognizer, [str(p) for p in images], viewpoint, encounter)
+        records = answer_images(recognizer, [str(p) for p in images], viewpoint, encounter, candidates)
         output.answers(records, as_json)
         failed = [r for r in records + records[0].get("photos", []) if "error" in r]
     if failed:

@@ -94,7 +94,7 @@ Threshold = Annotated[
 ]
 Calibrate = Annotated[
     str | None,
-    typer.Option(help="index.calibrate: the unknown threshold maximises map@5 or gap, or meets far (--target-far)"),
+    typer.Option(help="index.calibrate: the unknown threshold maximises map@5, gap or balanced, or meets far"),
 ]
 TargetFar = Annotated[
     float | None, typer.Option(help="index.target_far: share of unknown queries allowed a known answer")
@@ -145,6 +145,14 @@ Viewpoint = Annotated[
 ]
 Encounter = Annotated[
     bool, typer.Option("--encounter", help="The photos are one encounter (one animal, one time): one answer.")
+]
+
+Candidates = Annotated[
+    int, typer.Option(min=1, max=100, help="Ranked identities listed per photo, for a person (k-NN: its --k voters).")
+]
+NewRate = Annotated[
+    float | None,
+    typer.Option(min=0.0, max=1.0, help="With --batch: answer this share of the batch unknown (its own threshold)."),
 ]
 
 EnrollEncounter = Annotated[str | None, typer.Option(help="Encounter id of the photos (one animal, one time).")]

@@ -40,6 +40,15 @@ def built(index: Any, calibration: Any, out: Path) -> None:
         )
     if calibration is not None:
         typer.echo(f"unknown threshold {calibration.threshold:.4f} ({calibration.describe()})")
+        if calibration.review is not None:
+            band = calibration.review
+            typer.echo(f"review band {band.sure_new:.4f} to {band.sure_match:.4f}: answers between are flagged")
+        if calibration.spread is not None and calibration.spread.low_high is not None:
+            low, high = calibration.spread.low_high
+            typer.echo(
+                f"threshold spread over {len(calibration.spread.thresholds)} draws of the held-out identities: "
+                f"{low:.4f} to {high:.4f} (10th-90th percentile)"
+            )
     elif m.threshold is not None:
         typer.echo(f"unknown threshold {m.threshold:.4f} (given)")
     else:
@@ -59,7 +68,8 @@ def answers(records: list[dict[str, Any]], as_json: bool) -> None:
         if "error" in r:
             typer.echo(f"error: {one_line(r['error'])}", err=True)
             continue
-        typer.echo(f"{one_line(r['image'])}  (best match {r['score']} {r['best_similarity']:.3f})")
+        flag = "  REVIEW: between the sure-new and sure-match thresholds" if r.get("decision") == "review" else ""
+        typer.echo(f"{one_line(r['image'])}  (best match {r['score']} {r['best_similarity']:.3f}){flag}")
         for rank, p in enumerate(r["predictions"], start=1):
             if p["confidence"] is None:  # the unknown answer: placed by the threshold, not voted
                 typer.echo(f"  {rank}. {p['label']:<30} (labels below come from matches under {r['threshold']:.3f})")

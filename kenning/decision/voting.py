@@ -38,6 +38,7 @@ class Prediction:
     confidences: list[float | None]  # None for the unknown answer: it wins no vote to measure
     best_similarity: float
     parts: list[dict[str, float] | None] | None = None  # with local matching: each answer's score parts
+    decision: str | None = None  # match, review or new (decision/review.py); None: not decided yet
 
 
 def rank_labels(similarities: np.ndarray, labels: np.ndarray, power: float) -> RankedLabels:

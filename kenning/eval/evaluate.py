@@ -21,7 +21,7 @@ from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.data.readers import UNLABELLED
 from kenning.data.splits import sighting_key
 from kenning.decision.fusion import pairs
-from kenning.decision.threshold import Calibration
+from kenning.decision.threshold import Calibration, new_rate_threshold
 from kenning.decision.voting import RankedLabels
 from kenning.errors import KenningError
 from kenning.metrics.answers import answer_metrics, top_confidence
@@ -51,12 +51,18 @@ class EvalResult:
 
 
 def evaluate(
-    recognizer: Recognizer, queries: pd.DataFrame, closed_set: bool = False, exclude_sighting: bool = False
+    recognizer: Recognizer,
+    queries: pd.DataFrame,
+    closed_set: bool = False,
+    exclude_sighting: bool = False,
+    new_rate: float | None = None,
 ) -> EvalResult:
     """Open set (default): unknown placed by the index's threshold. Closed set: queries without a
     gallery match are left out and unknown is never answered (protocol A's pure retrieval figures).
     `exclude_sighting`: a query matches no gallery image of its own sighting (protocol A: nyala's
-    `<n>_left/right` photos of one animal share the scene), only images of other sightings."""
+    `<n>_left/right` photos of one animal share the scene), only images of other sightings.
+    `new_rate`: instead of the index's threshold, the one under which that share of the queries is
+    answered unknown (decision/threshold.py: new_rate_threshold)."""
     if queries.empty:
         raise KenningError("no query images to evaluate")
     index = recognizer.index
@@ -86,21 +92,27 @@ def evaluate(
     queries = with_metadata(queries)
     matches = recognizer.match(vectors, local, width, exclude, queries[VIEWPOINT].tolist())
     neighbours = matches.neighbours
-    threshold = None if closed_set else recognizer.threshold
-    calibration = recognizer.calibration if threshold is not None else None
     ranked = recognizer.rank(matches)
-    predictions = recognizer.answer(ranked, threshold)
+    if closed_set or new_rate is None:
+        threshold = None if closed_set else recognizer.threshold
+        calibration = recognizer.calibration if threshold is not None else None
+        predictions = recognizer.answer(ranked, "index" if threshold is not None else None)
+    else:
+        threshold, calibration = new_rate_threshold(ranked, new_rate), None
+        predictions = recognizer.answer(ranked, threshold)
     retrieved = neighbours.labels if matches.candidates is None else _ranked_labels(ranked, SHOWN)
     scored_r = known & (available <= MAX_R)
     precision = retrieval_precision(neighbours.labels[scored_r][:, :r_max], actual[scored_r], available[scored_r])
-    answers = answer_metrics(actual, known, predictions, queries["image_id"].tolist(), unknown, threshold)
+    identities = query_identities(queries)
+    answers = answer_metrics(actual, known, predictions, queries["image_id"].tolist(), unknown, threshold, identities)
     metrics: dict[str, float | int | str | None] = {
         "queries": len(queries),
         "known_queries": int(known.sum()),
         "unknown_queries": int((~known).sum()),
         "gallery_size": len(index),
         "threshold": threshold,
-        "calibrated_for": calibration.objective if calibration else None,
+        "calibrated_for": calibration.objective if calibration else ("new rate" if threshold is not None else None),
+        "review_queries": int(sum(p.decision == "review" for p in predictions)),
         "ranked_by": "fused" if matches.candidates is not None else "embedding",
         "recall@1": recall_at_k(actual[known], retrieved[known], 1) if known.any() else None,
         "recall@5": recall_at_k(actual[known], retrieved[known], 5) if known.any() else None,
@@ -115,6 +127,7 @@ def evaluate(
             VIEWPOINT: queries[VIEWPOINT].to_numpy(),
             ENCOUNTER: queries[ENCOUNTER].to_numpy(),
             "actual": actual,
+            "identity": identities,
             "known": known,
             "gallery_images": available,
             "predicted": [" ".join(p.labels) for p in predictions],
@@ -138,6 +151,14 @@ def evaluate(
         _local_matches(recognizer, matches.local, local),
         [] if local is None else [f.foreground for f in local],
     )
+
+
+def query_identities(queries: pd.DataFrame) -> np.ndarray:
+    """Each query's true identity, a new one's too (what the balanced open-set score averages over);
+    an unlabelled query is an identity of its own."""
+    labels = queries["label"].to_numpy(dtype=object)
+    own = np.array([f"unlabelled {i}" for i in queries["image_id"]], dtype=object)
+    return np.where(labels == UNLABELLED, own, labels)
 
 
 def _reliability(recognizer: Recognizer, candidates: list | None, actual: np.ndarray) -> dict:

@@ -58,4 +58,5 @@ def _score(
 ) -> EvalResult:
     closed = protocol == "reid"
     build_index(model_dir, gallery, cfg, index_dir, progress=progress, calibrate=not closed, local=local)
-    return evaluate(Recognizer.open(index_dir, progress=progress), queries, closed_set=closed, exclude_sighting=closed)
+    recognizer = Recognizer.open(index_dir, progress=progress)
+    return evaluate(recognizer, queries, closed_set=closed, exclude_sighting=closed, new_rate=cfg.new_rate)

@@ -249,7 +249,9 @@ figcaption {{ color: #555; font-size: 0.9em; }}
 <p>MAP@5: Kaggle Humpback Whale Identification; GAP: Kaggle Google Landmark Recognition (the first answer,
 none when it is unknown); recall@K, precision@1, R-precision and mAP@R: retrieval of known queries as
 pytorch-metric-learning defines them; auroc: best-match similarity separating known from unknown queries;
-false_accept_rate: unknown queries answered with a known identity first. Per query: predictions.csv.</p>
+false_accept_rate: unknown queries answered with a known identity first; baks, baus, balanced: AnimalCLEF 2025's
+open-set score, the accuracy on known queries and on new ones each averaged per identity, and their geometric
+mean (answering new for everything scores 0). Per query: predictions.csv.</p>
 {views}
 <h2>Figures</h2>
 {"".join(blocks)}

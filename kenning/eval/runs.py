@@ -60,4 +60,5 @@ def _run(
 
     recognizer = Recognizer.open(index, model)
     recognizer.configure(local=False if no_local else None)
-    return evaluate(recognizer, images, closed_set=closed_set), f"Kenning, {index} on {data} ({split})"
+    result = evaluate(recognizer, images, closed_set=closed_set, new_rate=cfg.index.new_rate)
+    return result, f"Kenning, {index} on {data} ({split})"

@@ -80,11 +80,14 @@ def check_submission_out(out: Path, batch: Path, replace: bool, fmt: str) -> Non
         )
 
 
-def answer_batch(recognizer: Recognizer, batch: Path, fmt: str, out: Path) -> tuple[int, list[str]]:
+def answer_batch(
+    recognizer: Recognizer, batch: Path, fmt: str, out: Path, new_rate: float | None = None
+) -> tuple[int, list[str]]:
     """`query --batch`: answer every image of a folder or query list and write the submission;
     returns its rows and the error lines of images that could not be read. A list with `viewpoint`
     / `encounter` columns (or nyala-style names) is matched by viewpoint, and every photo of an
-    encounter gets the encounter's answer. Labels a Kaggle file
+    encounter gets the encounter's answer. `new_rate`: the batch's own threshold answers that share
+    of its photos unknown (instead of the index's). Labels a Kaggle file
     cannot hold, and names that collide in it, are refused before any image is read."""
     from kenning.answers import answer_encounters
     from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
@@ -95,6 +98,6 @@ def answer_batch(recognizer: Recognizer, batch: Path, fmt: str, out: Path) -> tu
     listing = with_metadata(read_query_list(batch).assign(image_id=lambda t: t["name"]))
     submission_keys(fmt, listing["name"].tolist())  # x.jpg and x.png: refused before any image is read
     paths, views, encounters = (listing[c].tolist() for c in ("path", VIEWPOINT, ENCOUNTER))
-    each, together = answer_encounters(recognizer, paths, views, encounters)
+    each, together = answer_encounters(recognizer, paths, views, encounters, new_rate)
     answers = [together.get(e, a) if isinstance(a, Prediction) else a for a, e in zip(each, encounters, strict=True)]
     return len(listing), write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)

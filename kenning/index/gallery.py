@@ -15,6 +15,7 @@ import pandas as pd
 
 from kenning.atomic import atomic_save, atomic_save_array
 from kenning.config import IndexConfig
+from kenning.decision.normalise import stored_norm
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
 from kenning.index.backend import SUFFIX, VectorIndex, create_index, load_index
@@ -100,6 +101,7 @@ class GalleryIndex:
             power=cfg.power,
             flip_tta=cfg.flip_tta,
             threshold=cfg.threshold,
+            normalise=stored_norm(cfg.normalise, cfg.cohort_skip, cfg.cohort_size),
             viewpoints=cfg.viewpoints,
             compatible_viewpoints=cfg.compatible_viewpoints,
             local=dict(local or {}),
@@ -160,10 +162,8 @@ class GalleryIndex:
 
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (similarities, ids) over base and side index, forgotten entries skipped; -inf / -1 pad.
-
-        `exclude[i]` is an id query i must not match (itself, for leave-one-out), or a row of them
-        (its own sighting), -1 padded.
-        """
+        `exclude[i]`: an id query i must not match (itself, leave-one-out), or a row of them (its own
+        sighting), -1 padded."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         extra = 0 if exclude is None else 1 if np.ndim(exclude) == 1 else np.shape(exclude)[1]
         parts = []

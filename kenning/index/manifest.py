@@ -62,6 +62,7 @@ class IndexManifest:
     flip_tta: bool
     threshold: float | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    normalise: dict[str, Any] | None = None  # the k-NN rule's score normalisation (decision/normalise.py); None: raw
     count: int = 0  # images answerable: base - removed + delta
     next_id: int = 0  # ids are never reused, so a forgotten id cannot come back as another image
     generation: int = 0
@@ -105,7 +106,7 @@ class IndexManifest:
     def votes(self) -> Votes:
         """The k-NN vote rule the index answers with (decision/rules.py)."""
         stored = {"k": self.k, "power": self.power, "threshold": self.threshold, "calibration": self.calibration}
-        return Votes.from_dict(stored)
+        return Votes.from_dict({**stored, "normalise": self.normalise})
 
     def fused(self) -> Fused | None:
         """The fused rule of local matching, as calibrated at build time; None: none was fitted."""

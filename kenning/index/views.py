@@ -67,9 +67,4 @@ def _pad(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
 def filters(views: Sequence[str] | None, index: GalleryIndex, mode: str) -> bool:
     """Whether viewpoints restrict this search: `mode` (index.viewpoints) says so, a query has one,
     the gallery has some."""
-    return (
-        views is not None
-        and mode == "compatible"
-        and any(v != UNKNOWN for v in views)
-        and index.has_viewpoints
-    )
+    return views is not None and mode == "compatible" and any(v != UNKNOWN for v in views) and index.has_viewpoints

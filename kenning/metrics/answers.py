@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kenning.metrics.open_set import false_accept_rate, known_unknown_auroc
+from kenning.metrics.open_set import balanced_open_set, false_accept_rate, known_unknown_auroc
 from kenning.metrics.retrieval import global_average_precision, map_at_k
 
 
@@ -28,10 +28,13 @@ def answer_metrics(
     query_ids: Sequence[str],
     unknown_label: str,
     threshold: float | None,
+    identities: Sequence[str] | None = None,
 ) -> dict[str, float | None]:
     """The figures of a system's answers, whatever produced them (k-NN voting, a classifier, a rule):
     Kaggle MAP@5 and GAP (the first answer, no prediction when it is unknown), accuracy on known and
-    on unknown queries, AUROC of the best-match score and the false-accept rate at `threshold`."""
+    on unknown queries, AnimalCLEF's balanced open-set score (`identities`: each query's true
+    identity, new ones' too; by default each unknown query counts alone), AUROC of the best-match
+    score and the false-accept rate at `threshold`."""
     top = np.array([p.labels[0] if p.labels else unknown_label for p in predictions], dtype=object)
     best = np.array([p.best_similarity for p in predictions], dtype=np.float64)
     return {
@@ -44,6 +47,7 @@ def answer_metrics(
         ),
         "known_accuracy": float(np.mean(top[known] == actual[known])) if known.any() else None,
         "unknown_accuracy": float(np.mean(top[~known] == unknown_label)) if (~known).any() else None,
+        **balanced_open_set(actual, top, known, _identities(actual, known, query_ids, identities), unknown_label),
         "auroc_known_vs_unknown": known_unknown_auroc(best, known),
         "false_accept_rate": false_accept_rate(best, known, threshold),
     }
@@ -52,3 +56,11 @@ def answer_metrics(
 def top_confidence(prediction: Answer) -> float:
     conf = prediction.confidences[0] if prediction.confidences else None
     return 0.0 if conf is None else conf
+
+
+def _identities(
+    actual: np.ndarray, known: np.ndarray, query_ids: Sequence[str], identities: Sequence[str] | None
+) -> np.ndarray:
+    if identities is not None:
+        return np.asarray(identities, dtype=object)
+    return np.where(known, actual, np.asarray([f"query {q}" for q in query_ids], dtype=object))

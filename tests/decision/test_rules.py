@@ -30,7 +30,7 @@ def test_votes_rank_the_k_nearest_and_round_trip_with_their_calibration() -> Non
     calibrated = Votes(2, 1.0, calibration.threshold, calibration)
     again = Votes.from_dict(_stored(calibrated.to_dict()))
     assert again.threshold == calibrated.threshold and again.calibration.curve == calibration.curve
-    assert set(calibrated.to_dict()) == {"k", "power", "threshold", "calibration"}  # the manifest's own keys
+    assert set(calibrated.to_dict()) == {"k", "power", "threshold", "calibration", "normalise"}  # manifest keys
 
 
 def test_fused_ranks_candidates_and_round_trips() -> None:

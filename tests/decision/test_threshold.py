@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from kenning.decision.threshold import Calibration, calibrate_threshold, describe_calibration
+from kenning.decision.threshold import Calibration, calibrate_threshold, describe_calibration, new_rate_threshold
 from kenning.decision.voting import rank_labels
 from kenning.errors import KenningError
 
@@ -61,3 +61,28 @@ def test_indexes_calibrated_before_objectives_still_describe() -> None:
 def test_a_damaged_stored_calibration_is_one_line() -> None:
     with pytest.raises(KenningError, match="calibration is damaged"):
         Calibration.from_dict({"objective": "map@5", "curve": [{"threshold": "x"}]}, 0.5)
+
+
+def test_balanced_objective_and_its_spread_are_reproducible_with_the_seed() -> None:
+    rng = np.random.default_rng(3)
+    ranked, actual = queries(list(rng.uniform(0.4, 0.95, 40)), list(rng.uniform(0.2, 0.7, 20)))
+    identities = [f"k{i % 10}" for i in range(40)] + [f"n{i}" for i in range(20)]
+    cal = calibrate_threshold(ranked, actual, "unknown", "balanced", identities=identities, resamples=15, seed=7)
+    assert cal.chosen.balanced == max(p.balanced for p in cal.curve) > 0
+    again = calibrate_threshold(ranked, actual, "unknown", "balanced", identities=identities, resamples=15, seed=7)
+    other = calibrate_threshold(ranked, actual, "unknown", "balanced", identities=identities, resamples=15, seed=8)
+    assert again.spread == cal.spread and other.spread != cal.spread
+    assert len(cal.spread.thresholds) == 15 and 0.0 <= cal.spread.uncertain_share <= 1.0
+    low, high = cal.spread.low_high
+    assert low <= high
+    stored = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())), cal.threshold)
+    assert stored.spread == cal.spread and stored.chosen.balanced == cal.chosen.balanced
+
+
+def test_a_new_rate_answers_that_share_of_a_batch_new() -> None:
+    ranked, _ = queries([0.9, 0.8, 0.7, 0.6], [0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    for rate in (0.0, 0.3, 0.5, 1.0):
+        t = new_rate_threshold(ranked, rate)
+        assert np.mean([r.best_similarity < t for r in ranked]) == pytest.approx(round(rate * 10) / 10)
+    with pytest.raises(KenningError, match="between 0 and 1"):
+        new_rate_threshold(ranked, 1.5)

@@ -5,7 +5,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.topk import select_top
-from kenning.metrics.open_set import false_accept_rate, known_unknown_auroc
+from kenning.metrics.open_set import balanced_open_set, false_accept_rate, known_unknown_auroc
 from kenning.metrics.retrieval import (
     average_precision_at_k,
     global_average_precision,
@@ -127,3 +127,18 @@ def test_auroc_and_false_accept_rate_by_hand() -> None:
     assert false_accept_rate(best, known, 0.85) == 0.0
     assert false_accept_rate(best, known, None) == 1.0  # no threshold: never unknown
     assert known_unknown_auroc(best[:3], known[:3]) is None and false_accept_rate(best[:3], known[:3], 0.5) is None
+
+
+def test_balanced_open_set_score_by_hand() -> None:
+    """Known: identity a 2 of 3 right, b 0 of 1 -> BAKS (2/3 + 0) / 2 = 1/3. New: c 1 of 2 answered
+    new, d 1 of 1 -> BAUS (1/2 + 1) / 2 = 3/4. Balanced: sqrt(1/3 * 3/4) = 1/2."""
+    actual = np.array(["a", "a", "a", "b", "new", "new", "new"], dtype=object)
+    top = np.array(["a", "a", "b", "new", "new", "a", "new"], dtype=object)
+    known = actual != "new"
+    identities = np.array(["a", "a", "a", "b", "c", "c", "d"], dtype=object)
+    got = balanced_open_set(actual, top, known, identities, "new")
+    assert got["baks"] == pytest.approx(1 / 3) and got["baus"] == pytest.approx(3 / 4)
+    assert got["balanced"] == pytest.approx(0.5)
+    everything_new = balanced_open_set(actual, np.full(7, "new", dtype=object), known, identities, "new")
+    assert everything_new["balanced"] == 0.0 and everything_new["baus"] == 1.0
+    assert balanced_open_set(actual[:4], top[:4], known[:4], identities[:4], "new")["balanced"] is None

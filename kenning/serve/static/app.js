@@ -93,6 +93,12 @@ async function identifyOne(file) {
 function showAnswers(row, file, result) {
   const box = $(".answers", row);
   box.replaceChildren();
+  if (result.decision === "review") {  // between the sure-new and sure-match thresholds: a person decides
+    box.append(Object.assign(document.createElement("p"), {
+      className: "review",
+      textContent: "For review: neither a sure match nor surely new. Compare the candidates below.",
+    }));
+  }
   result.answers.forEach((answer, rank) => {
     const line = document.createElement("div");
     line.className = "answer" + (answer.unknown ? " unknown" : "");

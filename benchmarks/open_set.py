@@ -1,0 +1,128 @@
+"""Issue 23 benchmark: does the unknown decision transfer from the held-out identities to a new gallery?
+
+Protocol B (catalogue with new individuals) of ../shared/data/README.md on the index
+local_matching.py builds (`--local sift`, frozen-backbone triplet model trained on `train`). Each
+query is matched once, both the model's held-out training identities (as build-index calibrates:
+their first sightings enrolled into the gallery, the rest query it) and the evaluation split; then
+every decision rule is calibrated on the held-out queries only and applied to the evaluation split:
+the embedding's k-NN vote and the fused probability, raw or cohort-normalised
+(decision/normalise.py), the threshold chosen for MAP@5 (today's default) or for the balanced
+open-set score. Reported: the false-accept rate on both sides (the transfer), BAKS / BAUS /
+balanced, known and new accuracy, MAP@5, and the review band's share of queries.
+
+    python benchmarks/open_set.py --dataset nyala
+    python benchmarks/open_set.py --dataset lions --image-size 128 --set local.image_side=256 \
+        --set local.foreground=0.0 --set local.k=3
+
+Writes benchmarks/results/open_set_<dataset>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from common import RESULTS
+from local_matching import setup
+
+from kenning.build import _metadata
+from kenning.data.metadata import VIEWPOINT, with_metadata
+from kenning.data.splits import catalogue_split
+from kenning.decision.normalise import CohortNorm
+from kenning.decision.rules import Fused, Votes
+from kenning.decision.threshold import calibrate_threshold
+from kenning.decision.voting import place_unknown
+from kenning.embeddings.checkpoint import load_holdout
+from kenning.eval.protocols import run_protocol
+from kenning.metrics.answers import answer_metrics
+from kenning.recognizer import GLOBAL_CANDIDATES, Recognizer
+
+FIGURES = ["far", "balanced", "baks", "baus", "known_accuracy", "unknown_accuracy", "map@5", "review"]
+REVIEW = (0.02, 0.05)  # the index defaults: index.review_far, index.review_miss
+
+
+def matched(recognizer: Recognizer, table, known: set[str]) -> dict:
+    """One side's queries matched once (both stages, by viewpoint), with their truths."""
+    probes = recognizer.read(table["path"].tolist())
+    table = table[probes.ok]
+    views = with_metadata(table)[VIEWPOINT].tolist()
+    matches = recognizer.match(probes.vectors, probes.local, width=GLOBAL_CANDIDATES, views=views)
+    actual = [lab if lab in known else recognizer.unknown_label for lab in table["label"]]
+    return {"matches": matches, "actual": actual, "identities": table["label"].tolist()}
+
+
+def figures(rule, side: dict, calibration, unknown: str) -> dict:
+    ranked = rule.rank(side["matches"].neighbours, side["matches"].candidates)
+    answers = [place_unknown(r, calibration.threshold, unknown) for r in ranked]
+    truth = np.array(side["actual"], dtype=object)
+    ids = [f"{i:06d}" for i in range(len(truth))]
+    m = answer_metrics(truth, truth != unknown, answers, ids, unknown, calibration.threshold, side["identities"])
+    band = calibration.review
+    review = np.mean([band.decide(a.best_similarity) == "review" for a in answers]) if band else 0.0
+    return {**{k: m[k] for k in FIGURES if k in m}, "far": m["false_accept_rate"], "review": float(review)}
+
+
+def main() -> None:
+    args, cfg, work, model, images = setup(__doc__.splitlines()[0])
+    index_dir = work / "catalogue-index"
+    if not (index_dir / "manifest.json").is_file():
+        run_protocol("catalogue", model, images, cfg.index, index_dir, progress=False, local=cfg.local)
+    recognizer = Recognizer.open(index_dir, progress=False)
+    unknown = recognizer.unknown_label
+    holdout = load_holdout(model)
+    holdout = holdout[~holdout["label"].isin(set(images["label"]))]
+    enrolled, held_queries = catalogue_split(holdout)
+    read = recognizer.read(enrolled["path"].tolist())
+    enrolled = enrolled[read.ok]
+    metadata = _metadata(enrolled)
+    with_held = recognizer.with_index(
+        recognizer.index.with_enrolled(
+            read.vectors, enrolled["image_id"].tolist(), enrolled["label"].tolist(), read.local, metadata
+        )
+    )
+    gallery, test_queries = catalogue_split(images)
+    sides = {
+        "held-out": matched(with_held, held_queries, set(enrolled["label"])),
+        "test": matched(recognizer, test_queries, set(gallery["label"])),
+    }
+    fusion = recognizer.fused.fusion  # fitted at build time on the held-out identities only
+    rows = []
+    for norm_name, norm in (("raw", None), ("cohort", CohortNorm(cfg.index.cohort_skip, cfg.index.cohort_size))):
+        votes = Votes(recognizer.votes.k, recognizer.votes.power, norm=norm)
+        for system, rule in (("embedding", votes), ("fused", Fused(fusion, norm=norm))):
+            held = sides["held-out"]
+            ranked = rule.rank(held["matches"].neighbours, held["matches"].candidates)
+            for objective in ("map@5", "balanced"):
+                calibration = calibrate_threshold(
+                    ranked, held["actual"], unknown, objective, identities=held["identities"], review=REVIEW
+                )
+                row = {"system": system, "scores": norm_name, "objective": objective}
+                for side, data in sides.items():
+                    row.update({f"{side} {k}": v for k, v in figures(rule, data, calibration, unknown).items()})
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"open_set_{args.dataset}"
+    meta = {"dataset": args.dataset, "cohort": [cfg.index.cohort_skip, cfg.index.cohort_size], "review": REVIEW}
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    shown = ["held-out far", "test far", "test balanced", "test baks", "test baus", "test known_accuracy",
+             "test unknown_accuracy", "test map@5", "test review"]  # fmt: skip
+    lines = [
+        f"# Open-set decisions on {args.dataset}, protocol B: calibrated on held-out identities, applied to test",
+        "",
+        "| system | scores | threshold for | " + " | ".join(shown) + " |",
+        "|---|---|---|" + "---|" * len(shown),
+    ]
+    for r in rows:
+        cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in shown]
+        lines.append(f"| {r['system']} | {r['scores']} | {r['objective']} | {' | '.join(cells)} |")
+    sets = "".join(f" --set {a}" for a in args.set)
+    lines += [
+        "",
+        f"Reproduce: `python benchmarks/open_set.py --dataset {args.dataset} --image-size {args.image_size}{sets}`",
+    ]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
