@@ -60,10 +60,12 @@ class ServedIndex:
                 self._recognizer = self._recognizer.refreshed()
             return self._recognizer
 
-    def identify(self, uploads: Sequence[Upload], viewpoint: str = "", encounter: bool = False) -> dict[str, Any]:
-        """Top-5 answers per photo, the unknown decision, and each answer's nearest gallery photos;
-        with `encounter`, also one answer for all the photos (decision/encounters.py). `viewpoint`:
-        of every photo (default: what each photo's name states)."""
+    def identify(
+        self, uploads: Sequence[Upload], viewpoint: str = "", encounter: bool = False, candidates: int = 5
+    ) -> dict[str, Any]:
+        """The first `candidates` answers per photo, the decision (match / review / new), and each
+        answer's nearest gallery photos; with `encounter`, also one answer for all the photos
+        (decision/encounters.py). `viewpoint`: of every photo (default: what each photo's name states)."""
         recognizer = self.current()
         views = [viewpoint.strip().lower() or from_name(u.name)[0] for u in uploads]
         check_metadata(set(views), "viewpoint")
@@ -78,7 +80,7 @@ class ServedIndex:
             readable = [v for v, ok in zip(views, probes.ok, strict=True) if ok]
             matches = recognizer.match(probes.vectors, probes.local, width=SEARCH_WIDTH, views=readable)
             ranked = recognizer.rank(matches)
-            answers = recognizer.answer(ranked)
+            answers = recognizer.answer(ranked, top=candidates)
         errors = iter(errors)
         rows = iter(range(len(answers)))
         out = []

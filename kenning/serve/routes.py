@@ -83,10 +83,11 @@ def api_router(served: ServedIndex, settings: ServeSettings, guard: Guard, metri
         files: Annotated[list[UploadFile], File()],
         viewpoint: Annotated[str, Form(max_length=200)] = "",
         encounter: Annotated[bool, Form()] = False,
+        candidates: Annotated[int, Form(ge=1, le=100)] = 5,
     ) -> dict[str, Any]:
         async with heavy:
             uploads = await read_uploads(files)
-            return await run_in_threadpool(served.identify, uploads, viewpoint, encounter)
+            return await run_in_threadpool(served.identify, uploads, viewpoint, encounter, candidates)
 
     @router.post(
         "/identities/{label:path}/images", summary="Enrol photos under a label (new or existing)", dependencies=write

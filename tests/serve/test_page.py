@@ -81,6 +81,9 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
         with page.expect_download() as download:
             page.click("#download")
         csv = Path(download.value.path()).read_text().splitlines()
+        again.locator(".more-btn").click()  # a longer ranked list for a person to choose from
+        again.locator(".answer").nth(5).wait_for(timeout=60_000)
+        more = again.locator(".answer").count()
 
         page.check("#as-encounter")  # both photos as one encounter: one answer from the two together
         page.set_input_files("#files", [str(photo), str(other)])
@@ -99,5 +102,6 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
     assert csv[0] == "Image,Id" and len(csv) == 3  # the whale format, one row per photo shown
     assert csv[2].startswith(f"{other.name},Ridge_hut ") and len(csv[2].split(",")[1].split()) == 5
     assert listed == "Ridge_hut"
+    assert 5 < more <= 20
     assert errors == []
     assert all((shots / f).stat().st_size > 10_000 for f in ("1-identified.png", "3-identified-again.png"))

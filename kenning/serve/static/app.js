@@ -75,14 +75,20 @@ async function identifyOne(file) {
   img.src = URL.createObjectURL(file);
   $("figcaption", row).textContent = file.webkitRelativePath || file.name;
   $("#rows").prepend(row);
+  $(".more-btn", row).onclick = () => ask(row, file, 20);  // a ranked list for a person to choose from
+  await ask(row, file, 5);
+}
+
+async function ask(row, file, candidates) {
   const form = new FormData();
   form.append("files", file, file.name);
   form.append("viewpoint", $("#viewpoint").value);
+  form.append("candidates", String(candidates));
   try {
     const data = await api("POST", "/identify", form);
     const result = data.results[0];
     if (result.error) throw new Error(result.error);
-    results.push({ name: file.name, result });
+    if (candidates === 5) results.push({ name: file.name, result });
     showAnswers(row, file, result);
   } catch (err) {
     $(".answers", row).innerHTML = "";
