@@ -14,7 +14,12 @@ balanced, known and new accuracy, MAP@5, and the review band's share of queries.
     python benchmarks/open_set.py --dataset lions --image-size 128 --set local.image_side=256 \
         --set local.foreground=0.0 --set local.k=3
 
-Writes benchmarks/results/open_set_<dataset>.{json,md}.
+Another model: put it at WORK/<dataset>/model-s<size> and pass `--work WORK --tag NAME` (the
+untrained row: `kenning train-embed --data ../shared/data/nyala --out
+runs/bench-untrained/nyala/model-s224 --epochs 0 --embedding-dim 0 --image-size 224 --set
+train.holdout_fraction=0.3`).
+
+Writes benchmarks/results/open_set_<dataset>[_<tag>].{json,md}.
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"open_set_{args.dataset}"
+    stem = f"open_set_{args.dataset}{'_' + args.tag if args.tag else ''}"
     meta = {"dataset": args.dataset, "cohort": [cfg.index.cohort_skip, cfg.index.cohort_size], "review": REVIEW}
     (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     shown = ["held-out far", "test far", "test balanced", "test baks", "test baus", "test known_accuracy",
@@ -117,10 +122,10 @@ def main() -> None:
         cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in shown]
         lines.append(f"| {r['system']} | {r['scores']} | {r['objective']} | {' | '.join(cells)} |")
     sets = "".join(f" --set {a}" for a in args.set)
-    lines += [
-        "",
-        f"Reproduce: `python benchmarks/open_set.py --dataset {args.dataset} --image-size {args.image_size}{sets}`",
-    ]
+    command = f"python benchmarks/open_set.py --dataset {args.dataset} --image-size {args.image_size}{sets}"
+    if args.tag:  # another model than local_matching.py's, placed in --work beforehand (see the docstring)
+        command += f" --tag {args.tag} --work {args.work}"
+    lines += ["", f"Reproduce: `{command}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -3,6 +3,7 @@ the model's held-out identities."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,23 @@ def test_local_features_need_the_images(tmp_path: Path) -> None:
     cfg.local.method = "sift"
     with pytest.raises(KenningError, match="local features need the images"):
         build_from(tmp_path / "out", cfg, embeddings=tmp_path / "vectors")
+
+
+def test_a_cohort_normalised_index_calibrates_loads_and_answers(
+    trained_model: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    """Normalised scores are not similarities: the threshold may lie outside [-1, 1], and the saved
+    index must still load; the same photos rank alike raw and normalised."""
+    test = select_split(read_dataset(demo_dir), "test")
+    cfg = dataclasses.replace(small_config().index, normalise="cohort", calibrate="balanced", resamples=5)
+    index, calibration = build_index(trained_model, test, cfg, tmp_path / "cohort", progress=False)
+    assert calibration is not None and calibration.objective == "balanced" and len(calibration.spread.thresholds) > 0
+    assert index.manifest.normalise == {"method": "cohort", "skip": 1, "size": 20}
+    normalised = Recognizer.open(tmp_path / "cohort", progress=False)
+    assert normalised.rule.score == "normalised similarity" and normalised.threshold == calibration.threshold
+    raw = Recognizer.open(tmp_path / "cohort", progress=False)
+    raw.votes = dataclasses.replace(raw.votes, norm=None)
+    photos = test["path"].tolist()[:6]
+    for a, b in zip(normalised.query(photos), raw.query(photos, None), strict=True):
+        assert a.decision in ("match", "review", "new")
+        assert [x for x in a.labels if x != "unknown"] == [x for x in b.labels if x != "unknown"]

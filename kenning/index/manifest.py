@@ -16,6 +16,7 @@ file of the size it was committed with, before anything reads it or commits on t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -137,7 +138,8 @@ def read_index_manifest(directory: Path) -> IndexManifest:
         raise damaged(f"count {manifest.count} exceeds the ids ever given ({manifest.next_id})")
     if not 1 <= manifest.embedding_dim <= MAX_DIM:
         raise damaged(f"embedding_dim {manifest.embedding_dim} is not in [1, {MAX_DIM}]")
-    for key in ("threshold", "k", "power", "unknown_label", "viewpoints"):
+    normalised = manifest.normalise is not None  # a normalised score's threshold is any finite number
+    for key in ("k", "power", "unknown_label", "viewpoints", *(() if normalised else ("threshold",))):
         try:
             check_value(f"index.{key}", getattr(manifest, key))
         except KenningError as exc:
@@ -148,9 +150,9 @@ def read_index_manifest(directory: Path) -> IndexManifest:
         if (name or required) and not GENERATION_FILE.match(name):
             raise damaged(f"{key} {name!r} is not the name of an index file")
     fused = manifest.fusion.get("threshold")
-    fused_ok = fused is None or (isinstance(fused, int | float) and not isinstance(fused, bool) and 0 <= fused <= 1)
-    if not fused_ok:
-        raise damaged("the fused threshold is not a probability")
+    number = isinstance(fused, int | float) and not isinstance(fused, bool) and math.isfinite(fused)
+    if not (fused is None or (number and (normalised or 0 <= fused <= 1))):
+        raise damaged("the fused threshold is not a probability" + (" or a number" if normalised else ""))
     if manifest.local:
         try:
             for key, value in dataclasses.asdict(manifest.require_local()).items():
