@@ -258,11 +258,10 @@ def threshold_spread(
             [ranked[t] for t in take], truth, unknown_label, threshold_grid(best[take], steps), ids, draw_groups
         )
         chosen.append(curve[_choose(curve, objective, target_far)].threshold)
-    values = np.array(chosen)
-    if not len(values):
+    if not chosen:
         return Spread([], seed, 1.0)
-    low, high = np.quantile(values, [0.1, 0.9])
-    return Spread([float(v) for v in values], seed, float(((best >= low) & (best < high)).mean()))
+    low, high = Spread([float(v) for v in chosen], seed, 1.0).low_high
+    return Spread([float(v) for v in chosen], seed, float(((best >= low) & (best < high)).mean()))
 
 
 def new_rate_threshold(ranked: Sequence[RankedLabels], rate: float) -> float:

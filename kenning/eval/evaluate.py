@@ -96,7 +96,7 @@ def evaluate(
     if closed_set or new_rate is None:
         threshold = None if closed_set else recognizer.threshold
         calibration = recognizer.calibration if threshold is not None else None
-        predictions = recognizer.answer(ranked, "index" if threshold is not None else None)
+        predictions = recognizer.answer(ranked, None if closed_set else "index")
     else:
         threshold, calibration = new_rate_threshold(ranked, new_rate), None
         predictions = recognizer.answer(ranked, threshold)
