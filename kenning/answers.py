@@ -98,15 +98,16 @@ def answer_images(
     `candidates`: answers listed per photo, ranked, for a person to choose from."""
     views = [from_name(p)[0] if viewpoint is None else viewpoint.strip().lower() for p in paths]
     groups = ["encounter" if encounter else ""] * len(paths)
+    recognizer.times.reset()
     each, together = answer_encounters(recognizer, paths, views, groups, top=candidates)
+    seconds = recognizer.times.rounded()  # the call's stages, all its photos together
     if not encounter:
         records = image_records(paths, each, recognizer.rule, recognizer.unknown_label)
-        return [{**r, "viewpoint": v} for r, v in zip(records, views, strict=True)]  # what it was matched against
+        return [{**r, "viewpoint": v, "seconds": seconds} for r, v in zip(records, views, strict=True)]
     records = image_records(paths, each, recognizer.rule, recognizer.unknown_label)
     photos = [{**r, "viewpoint": v} for r, v in zip(records, views, strict=True)]
     if not together:
         return [{"image": "encounter", "images": list(paths), "error": "none of the photos could be read"}]
     record = answer_record(together["encounter"], recognizer.rule, recognizer.unknown_label)
-    return [
-        {"image": "encounter", "images": list(paths), "predictions": record.pop("answers"), **record, "photos": photos}
-    ]
+    encounter_record = {"image": "encounter", "images": list(paths), "predictions": record.pop("answers"), **record}
+    return [{**encounter_record, "photos": photos, "seconds": seconds}]

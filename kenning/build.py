@@ -35,11 +35,13 @@ from kenning.decision.voting import RankedLabels
 from kenning.embeddings.checkpoint import load_holdout, load_model
 from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError, warn
+from kenning.gallery_calibration import calibrate_within_gallery, check_calibrates_within
 from kenning.index import store
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.files import claim_for_build
 from kenning.index.gallery import GalleryIndex
 from kenning.index.tuning import TUNING_QUERIES, exact_top_ids, tune_search_params
+from kenning.local.glue import create_glue
 from kenning.reader import StoredReader
 from kenning.recognizer import Recognizer
 
@@ -84,11 +86,10 @@ def build_index(
     holdout = _readable_holdout(model_dir, manifest.fingerprint) if thresholds or local_on else None
     gallery = _labelled_gallery(gallery, cfg)
     holdout = _outside(holdout, gallery)
+    if local_on and local.glue:
+        create_glue(local.method)  # a family without a learned matcher is refused before any image is read
     if local_on and (holdout is None or holdout.empty):
-        raise KenningError(
-            "local matching needs the model's held-out identities (outside the gallery) to calibrate its fusion "
-            "with the embedding; train with train.holdout_fraction > 0, or build with --local none"
-        )
+        check_calibrates_within(gallery["label"])  # before hours of embedding, not after
     index = GalleryIndex.new(
         manifest, model_dir, cfg, len(gallery), dataclasses.asdict(local) if local_on else None, first_id
     )
@@ -110,6 +111,16 @@ def build_index(
         queries = probes.vectors[_sample_rows(len(probes.vectors), TUNING_QUERIES)]
         _tune(index, cfg, queries, iter([(probes.vectors, index.base_table["id"].to_numpy())]))
     index.save(out, progress=progress, replace=replace)  # first, so Annoy builds its trees on disk, not in memory
+    if local_on and (holdout is None or holdout.empty):  # a closed-set catalogue: calibrated on itself
+        ids = index.base_table["id"].to_numpy()
+        fusion = calibrate_within_gallery(recognizer, probes.vectors, probes.local, ids, rows["label"].tolist())
+        fused = Fused(fusion, cfg.threshold, None, recognizer.votes.norm)
+        index.manifest = store.set_rules(out, dataclasses.replace(recognizer.votes, threshold=cfg.threshold), fused)
+        warn(
+            "no held-out identities outside the gallery: the fusion is calibrated on the gallery itself "
+            "(leave-one-out), and with no new identity to learn from, unknown is never answered unless --threshold"
+        )
+        return index, None
     return index, _calibrate(recognizer, holdout, cfg, out, local_on, thresholds)
 
 

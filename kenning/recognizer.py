@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from kenning.config import LocalConfig, check_value
 from kenning.data.metadata import UNKNOWN, from_name, parse_compatible
-from kenning.decision.fusion import Candidates
+from kenning.decision.fusion import INLIERS, MATCHES, Candidates
 from kenning.decision.review import decision
 from kenning.decision.rules import Rule
 from kenning.decision.threshold import Calibration
@@ -36,11 +36,13 @@ from kenning.index.manifest import check_model, index_model_dir
 from kenning.index.views import compatible_mask, filters, search_compatible
 from kenning.local.extractor import Matcher, matcher_class
 from kenning.local.featureset import LocalFeatures, LocalScores
+from kenning.local.glue import Glue, create_glue
 from kenning.local.spatial import inliers
 from kenning.reader import Probes, Reader, StoredReader
+from kenning.timing import StageTimes
 
 GLOBAL_CANDIDATES = 100  # with local matching: global neighbours whose identities are candidates
-VERIFIED_IMAGES = 2  # gallery images per candidate identity checked geometrically (its best by LNBNN)
+VERIFIED_IMAGES = 2  # gallery images per candidate identity checked pairwise (its best by LNBNN)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Recognizer:
         self._previous_matcher: Matcher | None = None  # a refresh's predecessor: its base index may be reused
         self._matcher_lock = threading.Lock()
         self._view_matchers: dict[str, Matcher] = {}  # per query viewpoint: over compatible gallery images
+        self.times = StageTimes()  # seconds per stage of the query path (query --json)
 
     @classmethod
     def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, progress: bool = True) -> Recognizer:
@@ -156,7 +159,8 @@ class Recognizer:
 
     def read(self, paths: Sequence[str]) -> Probes:
         """The images as probes for the path in use (local features only with local matching)."""
-        return self.reader.read(paths, self.use_local)
+        with self.times("read"):
+            return self.reader.read(paths, self.use_local)
 
     def neighbours(
         self,
@@ -167,12 +171,13 @@ class Recognizer:
     ) -> Neighbours:
         """The k nearest gallery images; with `views` (each query's viewpoint), only compatible ones."""
         k = k or self.votes.k
-        if filters(views, self.index, self.viewpoints):
-            pairs = parse_compatible(self.index.manifest.compatible_viewpoints)
-            sims, ids = search_compatible(self.index, vectors, k, views, pairs, exclude)
-        else:
-            sims, ids = self.index.search(vectors, k, exclude)
-        return Neighbours(sims, self.index.labels_of(ids), ids)
+        with self.times("search"):
+            if filters(views, self.index, self.viewpoints):
+                pairs = parse_compatible(self.index.manifest.compatible_viewpoints)
+                sims, ids = search_compatible(self.index, vectors, k, views, pairs, exclude)
+            else:
+                sims, ids = self.index.search(vectors, k, exclude)
+            return Neighbours(sims, self.index.labels_of(ids), ids)
 
     @property
     def _local_settings(self) -> LocalConfig:
@@ -220,14 +225,21 @@ class Recognizer:
         shortlist = self._local_settings.shortlist
         by_view = filters(views, self.index, self.viewpoints)
         scores = []
-        for i, features in enumerate(local):
-            ids = neighbours.ids[i]
-            matcher = self._matcher_for(views[i]) if by_view else self.matcher
-            scores.append(matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
+        with self.times("lnbnn"):
+            for i, features in enumerate(local):
+                ids = neighbours.ids[i]
+                matcher = self._matcher_for(views[i]) if by_view else self.matcher
+                scores.append(matcher.score(features, excluded[i][excluded[i] >= 0], ids[ids >= 0][:shortlist]))
         candidates = [_candidates(neighbours, i, s) for i, s in enumerate(scores)]
-        if self._local_settings.verify:
-            for features, found, cand in zip(local, scores, candidates, strict=True):
-                cand.scores["inliers"] = self._inliers(features, found, cand)
+        settings = self._local_settings
+        glue = create_glue(settings.method) if settings.glue else None
+        for features, found, cand in zip(local, scores, candidates, strict=True):
+            if settings.verify:
+                with self.times("verify"):
+                    cand.scores[INLIERS] = self._checked(features, found, cand, settings.verify, _inliers)
+            if glue is not None:
+                with self.times("glue"):
+                    cand.scores[MATCHES] = self._checked(features, found, cand, settings.glue, _glued(glue, found))
         shown = Neighbours(
             neighbours.similarities[:, :wanted], neighbours.labels[:, :wanted], neighbours.ids[:, :wanted]
         )
@@ -253,20 +265,30 @@ class Recognizer:
                 )
             return self._view_matchers[view]
 
-    def _inliers(self, query: LocalFeatures, found: LocalScores, candidates: Candidates) -> np.ndarray:
-        """Spatial verification of the `local.verify` candidates LNBNN scored highest: each one's
-        most inliers over its best-scoring gallery images (up to VERIFIED_IMAGES); 0 for the rest."""
+    def _checked(
+        self,
+        query: LocalFeatures,
+        found: LocalScores,
+        candidates: Candidates,
+        count: int,
+        pair_score: Callable[[LocalFeatures, LocalFeatures, int], float],
+    ) -> np.ndarray:
+        """A pairwise check (RANSAC inliers, the learned matcher) of the `count` candidates LNBNN
+        scored highest: each one's best `pair_score` over its best-scoring gallery images (up to
+        VERIFIED_IMAGES); 0 for the rest."""
         out = np.zeros(len(candidates.labels))
-        top = np.argsort(-candidates.scores["local"], kind="stable")[: self._local_settings.verify]
+        top = np.argsort(-candidates.scores["local"], kind="stable")[:count]
         image_labels = self.index.labels_of(found.image_ids)
         for i in top[candidates.scores["local"][top] > 0]:
             images = found.image_ids[image_labels == candidates.labels[i]][:VERIFIED_IMAGES]
-            out[i] = max((inliers(query, g) for g in self.index.local_of(images)), default=0)
+            scores = (pair_score(query, g, int(j)) for g, j in zip(self.index.local_of(images), images, strict=True))
+            out[i] = max(scores, default=0)
         return out
 
     def rank(self, matches: Matches) -> list[RankedLabels]:
         """The decision of the rule in use (decision/rules.py)."""
-        return self.rule.rank(matches.neighbours, matches.candidates)
+        with self.times("decide"):
+            return self.rule.rank(matches.neighbours, matches.candidates)
 
     def answer(
         self, ranked: Sequence[RankedLabels], threshold: float | str | None = "index", top: int = 5
@@ -336,3 +358,19 @@ def _candidates(neighbours: Neighbours, i: int, local: LocalScores) -> Candidate
             "local": np.array([local_of.get(n, 0.0) for n in names], np.float64),
         },
     )
+
+
+def _inliers(query: LocalFeatures, gallery: LocalFeatures, _: int) -> float:
+    return inliers(query, gallery)
+
+
+def _glued(glue: Glue, found: LocalScores) -> Callable[[LocalFeatures, LocalFeatures, int], float]:
+    """The learned matcher's score of a pair; its matches replace LNBNN's votes for that gallery
+    image in `found`, so the page and the report draw what the matcher kept."""
+
+    def score(query: LocalFeatures, gallery: LocalFeatures, image_id: int) -> float:
+        confidence, pairs = glue.match(query, gallery)
+        found.matches[image_id] = pairs
+        return confidence
+
+    return score

@@ -16,14 +16,15 @@ LEAVES = {
 # Kenning's floors, lowest first: a module imports only from its own floor or those below. A name
 # is a package or a module (dotted, under kenning); the longest that matches a module places it.
 FLOORS = (
-    ("errors", "labels", "paths", "atomic", "locks", "manifests", "photos", "figures", "metrics", "local.registry"),
+    ("errors", "labels", "paths", "atomic", "locks", "manifests", "photos", "figures", "metrics", "timing"),
+    ("local.registry",),
     ("config",),
     ("data",),
     ("embeddings", "decision"),  # the model and its losses; the answer rules
     ("local",),  # local features (their foreground map uses the backbone)
     ("index",),  # vectors and local features stored and searched; stores the rules
     ("reader", "enrolment", "recognizer", "answers"),  # the query path
-    ("build", "training"),  # building an index, training a model (its validation searches)
+    ("build", "gallery_calibration", "training"),  # building an index, training a model (its validation searches)
     ("eval",),
     ("serve",),
     ("cli", "__main__"),

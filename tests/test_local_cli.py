@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kenning.index.gallery import GalleryIndex
-from tests.conftest import build_local_index, untrained_model
+from tests.conftest import LOCAL_SMALL, build_local_index, untrained_model
 from tests.hostile.conftest import assert_refused, cli
 
 
@@ -55,8 +55,10 @@ def test_query_json_gives_score_parts_and_no_local_is_the_embedding_alone(
         named = [p for p in answer["predictions"] if p["confidence"] is not None]
         assert named and all(set(p["scores"]) == {"global", "local", "probability"} for p in named)
         assert all(0 <= p["scores"]["probability"] <= 1 for p in named)
+    assert all(set(a["seconds"]) == {"read", "search", "lnbnn", "decide"} for a in fused)  # what each stage cost
     alone = _answers(cli("query", *images, "--index", local, "--json", "--no-local"))
     embedding = _answers(cli("query", *images, "--index", plain, "--json"))
+    assert all(set(a.pop("seconds")) == {"read", "search", "decide"} for a in alone + embedding)
     assert alone == embedding  # the embedding-only path is unchanged by the local stage beside it
 
 
@@ -118,13 +120,34 @@ def test_a_damaged_local_feature_file_is_refused_in_one_line(
     assert {p.name: p.read_bytes() for p in index.iterdir()} == before
 
 
-def test_local_without_held_out_identities_is_refused(local_demo: Path, tmp_path: Path) -> None:
+def test_a_closed_set_catalogue_calibrates_its_fusion_on_the_gallery_itself(local_demo: Path, tmp_path: Path) -> None:
+    """A model trained on every identity it indexes (no held-out ones): the fusion is fitted on
+    leave-one-out queries of the gallery, said so, and no unknown threshold is made up."""
     model = untrained_model(local_demo, tmp_path / "model", holdout_fraction=0)
     out = tmp_path / "index"
-    assert_refused(
-        cli("build-index", "--model", model, "--data", local_demo, "--out", out, "--local", "sift"), "held-out"
-    )
-    assert not out.exists() or not any(out.iterdir())
+    run = cli("build-index", "--model", model, "--data", local_demo, "--out", out, "--local", "sift", *LOCAL_SMALL)
+    assert run.exit_code == 0, run.stderr
+    assert "calibrated on the gallery itself (leave-one-out)" in run.stderr
+    manifest = GalleryIndex.load(out).manifest
+    assert manifest.fusion["fitted_on"]["on"].startswith("the gallery itself") and manifest.fusion["threshold"] is None
+    assert manifest.fusion["fitted_on"]["positives"] >= 5
+    photo = sorted((local_demo / "images" / "train").glob("landmark_*/*.jpg"))[0]
+    answer = _answers(cli("query", photo, "--index", out, "--json"))[0]
+    assert answer["predictions"][0]["label"] == photo.parent.name and not answer["unknown"]
+    assert set(answer["predictions"][0]["scores"]) == {"global", "local", "probability"}
+
+
+def test_a_gallery_with_one_photo_per_identity_and_no_held_out_ones_is_refused(
+    local_demo: Path, tmp_path: Path
+) -> None:
+    model = untrained_model(local_demo, tmp_path / "model", holdout_fraction=0)
+    single = tmp_path / "single"
+    for folder in sorted((local_demo / "images" / "train").glob("landmark_*")):
+        (single / folder.name).mkdir(parents=True)
+        shutil.copy(sorted(folder.glob("*.jpg"))[0], single / folder.name / "only.jpg")
+    run = cli("build-index", "--model", model, "--data", single, "--out", tmp_path / "index", "--local", "sift")
+    assert_refused(run, "local matching needs held-out identities outside the gallery")
+    assert not (tmp_path / "index").exists() or not any((tmp_path / "index").iterdir())
 
 
 def test_spatial_verification_is_a_calibrated_score_part(local_model: Path, local_demo: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """One probability per identity from several scores: the global similarity, the local LNBNN score
-and, with spatial verification on, the RANSAC inlier count.
+and, where they are on, the RANSAC inlier count (`local.verify`) and the learned matcher's summed
+match confidence (`local.glue`).
 
 WildFusion (Cermak et al., 2024): each score is mapped to the probability that query and candidate
 are the same identity by a monotone (isotonic) calibrator fitted on pairs of held-out identities;
@@ -20,8 +21,10 @@ from sklearn.isotonic import IsotonicRegression
 from kenning.decision.voting import RankedLabels
 from kenning.errors import KenningError
 
-PARTS = ("global", "local")  # always fused; INLIERS too when spatial verification is on
-INLIERS = "inliers"
+PARTS = ("global", "local")  # always fused; OPTIONAL ones where their stage is on
+INLIERS = "inliers"  # local.verify: RANSAC inliers
+MATCHES = "matches"  # local.glue: the learned matcher's summed confidence
+OPTIONAL = (INLIERS, MATCHES)
 MIN_POSITIVES = 5  # same-identity pairs a calibrator needs; fewer cannot say how a score maps to a probability
 
 
@@ -30,7 +33,7 @@ class Candidates:
     """One query's candidate identities (from either stage) with each stage's score."""
 
     labels: list[str]
-    scores: dict[str, np.ndarray]  # part -> (len(labels),) raw score: global cosine, local LNBNN sum, inliers
+    scores: dict[str, np.ndarray]  # part -> (len(labels),) raw score: global cosine, local LNBNN sum, OPTIONAL
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Fusion:
             calibrators = {p: Calibrator.from_dict(c) for p, c in data["calibrators"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             raise KenningError("the index's fusion calibrators are damaged: rebuild the index") from None
-        if set(calibrators) not in (set(PARTS), {*PARTS, INLIERS}):
+        if not set(PARTS) <= set(calibrators) <= {*PARTS, *OPTIONAL}:
             raise KenningError(f"the index's fusion calibrates {sorted(calibrators)}, not {list(PARTS)}: rebuild it")
         return cls(calibrators, dict(data.get("fitted_on", {})))
 
@@ -106,7 +109,7 @@ def fit_fusion(candidates: Sequence[Candidates], actual: Sequence[str], **fitted
     scores, same = pairs(candidates, actual)
     if same.sum() < MIN_POSITIVES or (~same).sum() < MIN_POSITIVES:
         raise KenningError(
-            f"cannot calibrate local matching: the held-out queries give {int(same.sum())} same-identity and "
+            f"cannot calibrate local matching: the calibration queries give {int(same.sum())} same-identity and "
             f"{int((~same).sum())} other candidate pairs, and each needs at least {MIN_POSITIVES}"
         )
     calibrators = {p: Calibrator.fit(scores[p], same) for p in scores}
@@ -114,7 +117,7 @@ def fit_fusion(candidates: Sequence[Candidates], actual: Sequence[str], **fitted
 
 
 def _parts(candidates: Candidates) -> tuple[str, ...]:
-    return (*PARTS, INLIERS) if INLIERS in candidates.scores else PARTS
+    return (*PARTS, *(p for p in OPTIONAL if p in candidates.scores))
 
 
 def rank_fused(candidates: Candidates, fusion: Fusion) -> RankedLabels:

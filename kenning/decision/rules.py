@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kenning.decision.fusion import INLIERS, Candidates, Fusion, rank_fused
+from kenning.decision.fusion import INLIERS, MATCHES, Candidates, Fusion, rank_fused
 from kenning.decision.normalise import CohortNorm, norm_from_dict
 from kenning.decision.threshold import Calibration
 from kenning.decision.voting import Neighbours, RankedLabels, rank_labels
@@ -119,14 +119,15 @@ class Fused:
         return {**self.fusion.to_dict(), **rule}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], verify: bool) -> Fused | None:
+    def from_dict(cls, data: dict[str, Any], verify: bool, glue: bool = False) -> Fused | None:
         """None when there is no fusion; its parts must be those the local settings produce
-        (`verify`: spatial verification adds the inlier count)."""
+        (`verify`: spatial verification adds the inlier count; `glue`: the learned matcher's part)."""
         if not data.get("calibrators"):
             return None
         fusion = Fusion.from_dict(data)
-        if (INLIERS in fusion.calibrators) != verify:
-            raise KenningError("the index's fusion does not match its local.verify setting: rebuild the index")
+        for part, setting, on in ((INLIERS, "local.verify", verify), (MATCHES, "local.glue", glue)):
+            if (part in fusion.calibrators) != on:
+                raise KenningError(f"the index's fusion does not match its {setting} setting: rebuild the index")
         threshold = data.get("threshold")
         calibration = Calibration.from_dict(data.get("calibration", {}), threshold)
         return cls(fusion, threshold, calibration, norm_from_dict(data.get("normalise")))

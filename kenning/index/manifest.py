@@ -111,7 +111,8 @@ class IndexManifest:
 
     def fused(self) -> Fused | None:
         """The fused rule of local matching, as calibrated at build time; None: none was fitted."""
-        return Fused.from_dict(self.fusion, bool(self.local and self.require_local().verify))
+        local = self.require_local() if self.local else None
+        return Fused.from_dict(self.fusion, bool(local and local.verify), bool(local and local.glue))
 
     def with_rules(self, votes: Votes, fused: Fused | None) -> IndexManifest:
         """This manifest storing `votes` and `fused` (what their to_dict returns)."""

@@ -7,5 +7,10 @@ family is one module defining `EXTRACTOR` and one line here.
 
 from __future__ import annotations
 
-EXTRACTORS: dict[str, str] = {"sift": "kenning.local.sift"}  # local.method -> module defining EXTRACTOR
+EXTRACTORS: dict[str, str] = {
+    "sift": "kenning.local.sift",
+    "aliked": "kenning.local.aliked",
+    "disk": "kenning.local.disk",
+    "xfeat": "kenning.local.xfeat",
+}  # local.method -> module defining EXTRACTOR
 MATCHERS: dict[str, str] = {"lnbnn": "kenning.local.lnbnn"}  # an extractor's matcher -> module defining MATCHER

@@ -1,5 +1,6 @@
 """An index with local features: the local store follows the vector index through enrol, forget,
-compact, a crash before the commit and concurrent writers; a damaged local file is refused."""
+compact, a crash before the commit and concurrent writers, for every family's descriptor layout
+(SIFT uint8, the learned families float16); a damaged local file is refused."""
 
 from __future__ import annotations
 
@@ -13,20 +14,30 @@ from kenning.errors import KenningError
 from kenning.index import files, store
 from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import GENERATION_FILE
+from kenning.local.extractor import create_extractor
 from kenning.local.featureset import LocalFeatures
 from tests.index.test_store import _model, _unit
 from tests.processes import run_together
 
 LOCAL = {**LocalConfig(method="sift").__dict__}
+FAMILIES = ["sift", "aliked", "xfeat"]
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The local store under each family's layout (the module's LOCAL and _features follow it)."""
+    monkeypatch.setitem(LOCAL, "method", request.param)
+    return request.param
 
 
 def _features(seed: int) -> LocalFeatures:
     """Features whose descriptors encode the seed, so whose they are can be checked after every commit."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(0, 6))
+    layout = create_extractor(LOCAL["method"]).layout
     return LocalFeatures(
         keypoints=rng.random((n, 4)).astype(np.float32),
-        descriptors=np.full((n, 128), seed % 251, np.uint8),
+        descriptors=np.full((n, layout.dim), seed % 251, layout.dtype),
         weights=np.ones(n, np.float32),
         foreground=np.zeros((12, 12), np.float16),
         size=(64, 48),
@@ -57,7 +68,7 @@ def _consistent(directory: Path) -> GalleryIndex:
     return index
 
 
-def test_enrol_forget_compact_keep_the_local_store_with_the_images(tmp_path: Path) -> None:
+def test_enrol_forget_compact_keep_the_local_store_with_the_images(family: str, tmp_path: Path) -> None:
     _index().save(tmp_path)
     store.enroll(
         tmp_path,
@@ -88,7 +99,7 @@ def test_enrolment_without_local_features_is_refused_when_the_index_has_them(tmp
 
 
 def test_crash_before_commit_leaves_local_store_of_the_previous_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _index().save(tmp_path)
 
