@@ -134,7 +134,8 @@ def main() -> None:
         cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in FIGURES]
         lines.append(f"| {r['protocol']} | {r['system']} | {' | '.join(cells)} | {r.get('seconds') or '-'} |")
     sets = "".join(f" --set {a}" for a in args.set)
-    command = f"python benchmarks/local_matching.py --dataset {args.dataset} --image-size {args.image_size}{sets}"
+    tag = f" --tag {args.tag}" if args.tag else ""
+    command = f"python benchmarks/local_matching.py --dataset {args.dataset} --image-size {args.image_size}{sets}{tag}"
     lines += ["", f"Reproduce: `{command}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
