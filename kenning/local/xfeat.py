@@ -3,15 +3,13 @@ by LNBNN and re-matched by LighterGlue (`local.glue`). Weights: from the scm-xfe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image
 
 from kenning.config import LocalConfig
 from kenning.local.featureset import Layout, LocalFeatures
-from kenning.local.networks import DETECT_FACTOR, image_tensor, network, on_instance, weights_file
+from kenning.local.networks import DETECT_FACTOR, LearnedFamily, image_tensor, network, on_instance, weights_file
 
 LAYOUT = Layout(64, "float16")
 
@@ -26,21 +24,10 @@ def _build() -> torch.nn.Module:
 @torch.inference_mode()
 def xfeat_features(image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
     net = network("xfeat", _build)
-    net.dev = next(net.parameters()).device  # XFeat moves its input to the device it chose when built
     pixels, scale = image_tensor(image, cfg.image_side)
     found = net.detectAndCompute(pixels, top_k=cfg.max_keypoints * DETECT_FACTOR)[0]
     xy = found["keypoints"].cpu().numpy() / scale
     return on_instance(xy, found["scores"].cpu().numpy(), found["descriptors"].cpu().numpy(), image, foreground, cfg)
 
 
-@dataclass(frozen=True)
-class Xfeat:
-    name: str = "xfeat"
-    layout: Layout = LAYOUT
-    matcher: str = "lnbnn"
-
-    def __call__(self, image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
-        return xfeat_features(image, foreground, cfg)
-
-
-EXTRACTOR = Xfeat()
+EXTRACTOR = LearnedFamily("xfeat", LAYOUT, xfeat_features)
