@@ -15,7 +15,7 @@ from kenning.embeddings.checkpoint import load_model
 from kenning.errors import KenningError
 from kenning.index import store
 from kenning.index.manifest import index_model_dir, read_index_manifest
-from kenning.labels import check_label
+from kenning.labels import check_enrol_label
 from kenning.reader import Probes, Reader
 
 
@@ -44,14 +44,6 @@ def enroll_images(
     model, model_manifest = load_model(model_dir or index_model_dir(Path(index_dir), manifest))
     probes = Reader(model, model_manifest, manifest, progress=False).read(paths, bool(manifest.local))
     return enroll_probes(Path(index_dir), probes, paths, label, image_ids, metadata)
-
-
-def check_enrol_label(label: str, unknown_label: str) -> str:
-    """The label to enrol under (NFC), or one line saying why it cannot be."""
-    label = check_label(label, "--label")
-    if label == unknown_label:
-        raise KenningError(f"'{label}' is the index's unknown label and cannot be enrolled")
-    return label
 
 
 def enroll_probes(

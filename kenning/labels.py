@@ -76,6 +76,15 @@ def check_label(label: str, what: str = "label") -> str:
     return normalise_label(label)
 
 
+def check_enrol_label(label: str, unknown_label: str, what: str = "--label") -> str:
+    """A label images may be given (enrolled, renamed or merged into), in NFC, or one line saying why
+    not: an invalid label, or the index's unknown label (it names no identity)."""
+    label = check_label(label, what)
+    if label == unknown_label:
+        raise KenningError(f"'{label}' is the index's unknown label and cannot name an identity")
+    return label
+
+
 def check_kaggle_labels(labels: Iterable[str], fmt: str) -> None:
     """Refuse, naming them, labels that a Kaggle submission cannot hold and give back unchanged."""
     bad = sorted({lab for lab in labels if any(ch.isspace() for ch in lab)})

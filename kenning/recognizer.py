@@ -29,11 +29,12 @@ from kenning.decision.voting import Neighbours, Prediction, RankedLabels, place_
 from kenning.embeddings.checkpoint import ModelManifest, load_model
 from kenning.embeddings.inference import Embedded
 from kenning.embeddings.model import EmbeddingNet
-from kenning.enrolment import EnrollResult, check_enrol_label, enroll_probes
+from kenning.enrolment import EnrollResult, enroll_probes
 from kenning.errors import KenningError
 from kenning.index.gallery import GalleryIndex
 from kenning.index.manifest import check_model, index_model_dir
 from kenning.index.views import compatible_mask, filters, search_compatible
+from kenning.labels import check_enrol_label
 from kenning.local.extractor import Matcher, matcher_class
 from kenning.local.featureset import LocalFeatures, LocalScores
 from kenning.local.glue import Glue, create_glue

@@ -24,7 +24,7 @@ FLOORS = (
     ("local",),  # local features (their foreground map uses the backbone)
     ("index",),  # vectors and local features stored and searched; stores the rules
     ("reader", "enrolment", "recognizer", "answers"),  # the query path
-    ("build", "gallery_calibration", "training"),  # building an index, training a model (its validation searches)
+    ("build", "gallery_calibration", "training", "export"),  # building an index or a model; exporting one
     ("eval",),
     ("serve",),
     ("cli", "__main__"),

@@ -25,6 +25,7 @@ UNLABELLED = ""
 COLUMNS = ["image_id", "path", "label", "split", DIGEST, VIEWPOINT, ENCOUNTER]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 WHALE_UNKNOWN = "new_whale"
+CATALOGUE = "catalogue.csv"  # what `kenning export` writes (export.py)
 LANDMARK_ID = re.compile(r"[0-9A-Za-z_-]{3,}")
 EVAL_SPLITS = ("test", "val")
 
@@ -32,8 +33,9 @@ EVAL_SPLITS = ("test", "val")
 def read_dataset(root: str | Path) -> pd.DataFrame:
     """Detect the layout of `root` and read it.
 
-    labels.csv (image,label[,split]) -> generic; train.csv with id,landmark_id -> Google Landmark;
-    train.csv with Image,Id -> Humpback Whale; otherwise one sub-folder per class.
+    labels.csv (image,label[,split]) -> generic; catalogue.csv -> a `kenning export`; train.csv with
+    id,landmark_id -> Google Landmark; train.csv with Image,Id -> Humpback Whale; otherwise one
+    sub-folder per class.
     """
     root = Path(root)
     kind = path_kind(root)
@@ -42,6 +44,8 @@ def read_dataset(root: str | Path) -> pd.DataFrame:
     root = Path(os.path.abspath(root))
     if path_kind(root / "labels.csv") is not None:
         return read_generic(root)
+    if path_kind(root / CATALOGUE) is not None:
+        return read_catalogue(root)
     train_csv = root / "train.csv"
     if path_kind(train_csv) is not None:
         columns = set(_read_csv(train_csv, nrows=0).columns)
@@ -64,6 +68,20 @@ def read_generic(root: Path) -> pd.DataFrame:
     metadata = {c: df[c].tolist() for c in (VIEWPOINT, ENCOUNTER) if c in df}
     images = df["image"].astype(str)
     return _table(images, [root / i for i in images], df["label"], split, csv, metadata)
+
+
+def read_catalogue(root: Path) -> pd.DataFrame:
+    """A catalogue `kenning export` wrote: its photos under their exact labels, image ids and
+    metadata (a folder name cannot hold every label); rows whose photo was missing are skipped, said."""
+    csv = root / CATALOGUE
+    df = _read_csv(csv)
+    _require(df, csv, ["image", "label", "image_id"])
+    gone = df["image"] == ""
+    if gone.any():
+        warn(f"{csv}: {int(gone.sum())} image(s) had no photo when exported and are skipped")
+        df = df[~gone]
+    metadata = {c: df[c].tolist() for c in (VIEWPOINT, ENCOUNTER) if c in df}
+    return _table(df["image_id"], [root / i for i in df["image"]], df["label"], "train", csv, metadata)
 
 
 def read_landmark(root: Path) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from kenning.atomic import atomic_save, atomic_save_array, atomic_write_json, sweep_temporaries
 from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.errors import KenningError, first_line
+from kenning.index.history import read_history, write_history
 from kenning.index.lock import index_lock
 from kenning.index.manifest import (
     GENERATION_FILE,
@@ -85,6 +86,12 @@ def claim_for_build(directory: str | Path, replace: bool = False) -> int:
                 "its build: rebuilding it would drop those enrolments and bring the forgotten images back; fold "
                 "them in with build-index --compact, build into a new folder, or pass --replace"
             )
+        if any(line["operation"] != "forget" for line in read_history(directory)):
+            raise KenningError(
+                f"{directory} holds an index whose identities were curated since its build (kenning history): "
+                "rebuilding it from the data would undo that; export it (kenning export) and build from the "
+                "export, build into a new folder, or pass --replace"
+            )
     return old.next_id
 
 
@@ -116,11 +123,23 @@ def next_generation(directory: Path, manifest: IndexManifest) -> int:
 
 
 def commit_changes(
-    directory: Path, manifest: IndexManifest, delta: Delta, removed: np.ndarray | None, **fields: Any
+    directory: Path,
+    manifest: IndexManifest,
+    delta: Delta,
+    removed: np.ndarray | None,
+    base_table: pd.DataFrame | None = None,
+    event: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> None:
-    """Write the new side index (and tombstones, when they changed) as the next generation and commit."""
+    """Write the new side index (and tombstones, the base's label table, when they changed) as the
+    next generation and commit; `event`: the curation log's line for this change (history.py)."""
     gen = next_generation(directory, manifest)
     changes = {"generation": gen, "delta_file": f"delta-{gen}.parquet", **fields}
+    if base_table is not None:  # labels changed (curation): the vectors, and so the base file, stay
+        changes["base_table"] = f"base-{gen}.parquet"
+        atomic_save(directory / changes["base_table"], lambda p: write_table(base_table, p))
+    if event is not None:
+        changes["history_file"] = write_history(directory, manifest, gen, event)
     write_delta(directory / changes["delta_file"], delta)
     if manifest.local:
         changes["local_delta_file"] = f"local-delta-{gen}.npz"

@@ -207,8 +207,7 @@ class GalleryIndex:
         return out.reshape(ids.shape)
 
     def ids_of_images(self, image_ids: list[str], digests: list[str] | None = None) -> np.ndarray:
-        """Index id of each image: by image id, else (given `digests`) by the same bytes under
-        another name; -1 for those not in the gallery."""
+        """Index id of each image: by image id, else (with `digests`) by its bytes; -1 if absent."""
         found = first_ids(self.table, "image_id", image_ids)
         if digests is not None:
             by_bytes = first_ids(self.table[self.table["sha256"] != ""], "sha256", [d or "-" for d in digests])
@@ -341,6 +340,8 @@ class GalleryIndex:
             self.__dict__.update(fresh.__dict__)
             return
         check_files(directory, manifest)
+        if manifest.base_table != self.manifest.base_table:  # relabelled (curation): same vectors, new labels
+            self.base_table = complete_table(pd.read_parquet(directory / manifest.base_table))
         self.manifest = manifest
         self._set_changes(read_delta(directory, manifest), read_ids(directory / manifest.removed_file))
 

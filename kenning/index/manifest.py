@@ -7,6 +7,7 @@ Layout (G is a generation number; a manifest names the files of its generation):
 - `removed-G.npy`: ids of base entries forgotten since;
 - `local-base-G.npz` / `local-delta-G.npz` (with local matching on): the local features of the base
   and of the enrolments, by the same ids, so tombstones and compaction apply to both stages;
+- `history-G.jsonl`: one line per curation (rename, merge, split, forget): time, operation, labels, counts;
 - `manifest.json`: model fingerprint, embedding size, backend, counts, threshold, file names and sizes.
 
 The manifest is read as typed data and every value checked; every file it names must be a regular
@@ -41,7 +42,7 @@ FORMAT = "kenning-index/2"
 MANIFEST = "manifest.json"
 _GENERATION = (
     r"(?:base-\d+\.(?:faiss|ann|ann\.ids\.npy|parquet)|delta-\d+\.parquet|removed-\d+\.npy"
-    r"|local-(?:base|delta)-\d+\.npz)"
+    r"|local-(?:base|delta)-\d+\.npz|history-\d+\.jsonl)"
 )
 GENERATION_FILE = re.compile(rf"^{_GENERATION}$")  # the only names a commit ever deletes
 TEMPORARY_FILE = temporary_name(rf"{_GENERATION}|manifest\.json")
@@ -75,6 +76,7 @@ class IndexManifest:
     local: dict[str, Any] = field(default_factory=dict)  # the LocalConfig its local features were made with; {}: none
     local_base_file: str = ""
     local_delta_file: str = ""
+    history_file: str = ""  # the curation log (index/history.py); "": nothing curated since the build
     fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
     operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
     viewpoints: str = "compatible"  # compatible: match only compatible viewpoints (data/metadata.py); any
@@ -147,7 +149,7 @@ def read_index_manifest(directory: Path) -> IndexManifest:
             raise damaged(str(exc)) from None
     for key in FILE_FIELDS:
         name = getattr(manifest, key)
-        required = key not in ("local_base_file", "local_delta_file")
+        required = key not in OPTIONAL_FILES
         if (name or required) and not GENERATION_FILE.match(name):
             raise damaged(f"{key} {name!r} is not the name of an index file")
     fused = manifest.fusion.get("threshold")
@@ -165,7 +167,10 @@ def read_index_manifest(directory: Path) -> IndexManifest:
     return manifest
 
 
-FILE_FIELDS = ("base_file", "base_table", "delta_file", "removed_file", "local_base_file", "local_delta_file")
+FILE_FIELDS = (
+    "base_file", "base_table", "delta_file", "removed_file", "local_base_file", "local_delta_file", "history_file",
+)  # fmt: skip
+OPTIONAL_FILES = ("local_base_file", "local_delta_file", "history_file")
 MAX_DIM = 65_536
 
 

@@ -37,6 +37,7 @@ from kenning.index.files import (
     writer_lock,
 )
 from kenning.index.gallery import GalleryIndex
+from kenning.index.history import event
 from kenning.index.manifest import IndexManifest
 from kenning.labels import normalise_label
 from kenning.local.featureset import FeatureSet, LocalFeatures, concat
@@ -191,6 +192,7 @@ def forget(
             manifest,
             delta.keep(~hit[len(live_base) :]),
             np.union1d(removed, base_hit).astype(np.int64),
+            event=event("forget", labels, int(hit.sum()), image_ids=list(image_ids)),
             count=manifest.count - int(hit.sum()),
         )
         paths = live["path"].to_numpy(dtype=object)

@@ -2,7 +2,9 @@
 
 Routes (OpenAPI at /docs, its page served from the swagger-ui-bundle package): POST /identify,
 POST /identities/{label}/images, DELETE /identities/{label}, DELETE /images/{id}, GET /identities,
-GET /images/{id}/thumbnail, GET /health, GET /metrics, and the page at /. Every error is JSON
+GET /identities/{label}/images, PATCH /identities/{label} (rename), POST /identities/{label}/merge,
+POST /identities/{label}/split, GET /history, GET /images/{id}/thumbnail, GET /health, GET /metrics,
+and the page at /. Every error is JSON
 `{"error": "one line"}`, never a traceback, and never names a server path.
 
 Who may call and what a call may cost: guard.py; the API's handlers: routes.py; here the app

@@ -22,7 +22,8 @@ from kenning import photos
 from kenning.answers import answer_record
 from kenning.data.metadata import check_metadata, from_name
 from kenning.decision.encounters import combine
-from kenning.index import store
+from kenning.index import curation, store
+from kenning.index.history import read_history
 from kenning.index.manifest import read_index_manifest
 from kenning.recognizer import Matches, Recognizer
 from kenning.serve.uploads import Refused, Upload, check_url_label, thumbnail
@@ -111,6 +112,16 @@ class ServedIndex:
             ],
         }
 
+    def images_of(self, label: str) -> dict[str, Any]:
+        """Every image of an identity (index id and image id): what the page moves to another identity."""
+        table = self.current().index.table
+        mine = table[table["label"] == self._known(label)]
+        pairs = zip(mine["id"], mine["image_id"], strict=True)
+        return {"label": label, "images": [{"id": int(i), "image_id": n} for i, n in pairs]}
+
+    def history(self) -> dict[str, Any]:
+        return {"history": read_history(self.index_dir)}
+
     def thumbnail(self, image: int) -> bytes:
         path = str(self.current().index.paths_of(np.array([image], np.int64))[0])
         if not path:
@@ -178,6 +189,44 @@ class ServedIndex:
         return {
             "removed": forgotten.count,
             "photos_deleted": len(forgotten.photos_deleted),
+            "images": self.current().index.manifest.count,
+        }
+
+    def rename(self, label: str, to: str) -> dict[str, Any]:
+        label = self._known(label)
+        with self._write:
+            return self._curated(curation.rename(self.index_dir, label, check_url_label(to)))
+
+    def merge(self, label: str, others: Sequence[str], into: str) -> dict[str, Any]:
+        labels = [self._known(x) for x in (label, *others)]
+        with self._write:
+            return self._curated(curation.merge(self.index_dir, labels, check_url_label(into or label)))
+
+    def split(self, label: str, images: Sequence[int], into: str) -> dict[str, Any]:
+        """Move images (by index id) of `label` to `into`, a new identity or an existing one."""
+        label = self._known(label)
+        index = self.current().index
+        names = index.image_ids_of(np.asarray(images, np.int64))
+        absent = [i for i, name in zip(images, names, strict=True) if not name]
+        if absent:
+            raise Refused(404, f"no image {absent[0]} in the index")
+        with self._write:
+            return self._curated(curation.split(self.index_dir, label, [str(n) for n in names], check_url_label(into)))
+
+    def _known(self, label: str) -> str:
+        """A label from a URL or a body that a live identity has (404 otherwise: like forget)."""
+        label = check_url_label(label)
+        if not (self.current().index.table["label"] == label).any():
+            raise Refused(404, f"no identity {label!r} in the index")
+        return label
+
+    def _curated(self, done: curation.Curated) -> dict[str, Any]:
+        return {
+            "operation": done.operation,
+            "labels": done.labels,
+            "into": done.into,
+            "moved": done.images,
+            "joined_existing": done.joined_existing,
             "images": self.current().index.manifest.count,
         }
 

@@ -1,4 +1,5 @@
-"""The API's routes (one router): identify, enrol, forget, list, thumbnails, health, metrics.
+"""The API's routes (one router): identify, enrol, forget, curate (rename, merge, split, history),
+list, thumbnails, health, metrics.
 
 Each is a thin async handler: the guard's token check as a dependency, uploads read and bounded
 here, the work done by the served index (catalogue.py) in a worker thread.
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as UrlPath
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from kenning.serve.catalogue import ServedIndex
@@ -20,6 +22,21 @@ from kenning.serve.uploads import Refused, Upload, check_upload
 
 MAX_ID = 2**63 - 1  # index ids are int64
 ImageId = Annotated[int, UrlPath(ge=0, le=MAX_ID, description="index id")]
+LabelText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Rename(BaseModel):
+    label: LabelText  # the new name
+
+
+class Merge(BaseModel):
+    labels: Annotated[list[LabelText], Field(min_length=1, max_length=100)]  # the identities merged into this one
+    into: Annotated[str, Field(max_length=200)] = ""  # "": this identity's label
+
+
+class Split(BaseModel):
+    images: Annotated[list[Annotated[int, Field(ge=0, le=MAX_ID)]], Field(min_length=1, max_length=10_000)]
+    into: LabelText
 
 
 class Metrics:
@@ -113,6 +130,34 @@ def api_router(served: ServedIndex, settings: ServeSettings, guard: Guard, metri
     @router.delete("/images/{image}", summary="Forget one image by its index id", dependencies=write)
     async def forget_image(image: ImageId) -> dict[str, Any]:
         return await run_in_threadpool(served.forget, None, image)
+
+    @router.get("/identities/{label:path}/images", summary="Every image of an identity", dependencies=read)
+    async def images_of(label: str) -> dict[str, Any]:
+        return await run_in_threadpool(served.images_of, label)
+
+    @router.patch("/identities/{label:path}", summary="Rename an identity (image ids stay)", dependencies=write)
+    async def rename(label: str, body: Rename) -> dict[str, Any]:
+        return await run_in_threadpool(served.rename, label, body.label)
+
+    @router.post(
+        "/identities/{label:path}/merge",
+        summary="Merge other identities into this one (or, with `into`, all of them into that label)",
+        dependencies=write,
+    )
+    async def merge(label: str, body: Merge) -> dict[str, Any]:
+        return await run_in_threadpool(served.merge, label, body.labels, body.into)
+
+    @router.post(
+        "/identities/{label:path}/split",
+        summary="Move images (by index id) of this identity to another, new or existing",
+        dependencies=write,
+    )
+    async def split(label: str, body: Split) -> dict[str, Any]:
+        return await run_in_threadpool(served.split, label, body.images, body.into)
+
+    @router.get("/history", summary="What was curated since the index was built", dependencies=read)
+    async def history() -> dict[str, Any]:
+        return await run_in_threadpool(served.history)
 
     @router.get("/identities", summary="Labels with their image counts, paged", dependencies=read)
     async def identities(

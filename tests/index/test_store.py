@@ -113,6 +113,7 @@ def test_enroll_forget_compact(backend: str, index_type: str, tmp_path: Path) ->
             reloaded.manifest.base_table,
             reloaded.manifest.delta_file,
             reloaded.manifest.removed_file,
+            reloaded.manifest.history_file,  # the forgets above, logged
         ]
     )
 

@@ -264,3 +264,46 @@ def test_viewpoints_and_encounters_through_the_api(index_copy: Path, local_demo:
         right = httpx.post(f"{url}/identify", files=photos[:1], data={"viewpoint": "right"}, timeout=60).json()
         assert "Hut on the ridge" not in [a["label"] for a in right["results"][0]["answers"]]
         assert "encounter" not in right
+
+
+def test_rename_merge_split_and_history_through_the_api(index_copy: Path, local_demo: Path) -> None:
+    """Curation with the token (not without), each answered as the index then answers; local
+    features follow their images (the index matches them)."""
+    with running(index_copy) as url:
+        listed = httpx.get(f"{url}/identities").json()["identities"]
+        a, b, c = (i["label"] for i in listed[:3])
+        count = httpx.get(f"{url}/health").json()["images"]
+        assert httpx.patch(f"{url}/identities/{a}", json={"label": "Renamed"}).status_code == 401
+        renamed = httpx.patch(f"{url}/identities/{a}", json={"label": "Renamed"}, headers=AUTH)
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["moved"] == listed[0]["images"] and renamed.json()["images"] == count
+
+        photo_of_b = sorted((local_demo / "images" / "test" / b).glob("*.jpg"))[0]
+        merged = httpx.post(f"{url}/identities/{c}/merge", json={"labels": [b]}, headers=AUTH)
+        assert merged.status_code == 200 and merged.json()["into"] == c, merged.text
+        answer = _identify(url, "b.jpg", _another_photo_of(photo_of_b))
+        assert answer["answers"][0]["label"] == c and "local" in str(answer)  # b's photo now answers c
+
+        images = httpx.get(f"{url}/identities/{c}/images").json()["images"]
+        assert len(images) == listed[1]["images"] + listed[2]["images"]
+        moved = [images[0]["id"]]
+        split = httpx.post(f"{url}/identities/{c}/split", json={"images": moved, "into": "Split off"}, headers=AUTH)
+        assert split.status_code == 200 and split.json()["moved"] == 1, split.text
+        assert [i["id"] for i in httpx.get(f"{url}/identities/Split off/images").json()["images"]] == moved
+
+        generation = httpx.get(f"{url}/health").json()["generation"]
+        for method, path, body, status in [
+            ("PATCH", "/identities/nobody", {"label": "x"}, 404),
+            ("PATCH", f"/identities/{c}", {"label": "Split off"}, 422),  # a rename never joins two identities
+            ("PATCH", f"/identities/{c}", {"label": "a/b"}, 422),  # a label no URL can name
+            ("POST", f"/identities/{c}/merge", {"labels": ["nobody"]}, 404),
+            ("POST", f"/identities/{c}/split", {"images": [2**40], "into": "x"}, 404),
+            ("POST", f"/identities/{c}/split", {"images": moved, "into": "x"}, 422),  # not c's any more
+        ]:
+            response = httpx.request(method, f"{url}{path}", json=body, headers=AUTH)
+            assert response.status_code == status, (path, body, response.text)
+            assert "\n" not in response.json()["error"]
+        assert httpx.get(f"{url}/health").json()["generation"] == generation  # no refusal changed anything
+        history = httpx.get(f"{url}/history").json()["history"]
+        assert [h["operation"] for h in history] == ["rename", "merge", "split"]
+        assert httpx.get(f"{url}/health").json()["images"] == count

@@ -105,3 +105,64 @@ def test_identify_enrol_and_identify_again_in_the_browser(index_copy: Path, loca
     assert 5 < more <= 20
     assert errors == []
     assert all((shots / f).stat().st_size > 10_000 for f in ("1-identified.png", "3-identified-again.png"))
+
+
+def test_rename_merge_and_move_photos_in_the_browser(index_copy: Path, tmp_path: Path) -> None:
+    """The Catalogue tab: rename an identity, merge two ticked ones, move a photo to a new identity,
+    each after its confirmation; the history lists the three; the index holds what the page showed."""
+    sync_playwright = _browser_or_skip()
+    from playwright.sync_api import expect
+
+    from kenning.index.gallery import GalleryIndex
+    from kenning.index.history import read_history
+
+    shots = Path(os.environ.get("KENNING_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    before = GalleryIndex.load(index_copy).table
+    a, b, c = sorted(before["label"].unique())[:3]
+    answers = iter(["Renamed one", "Merged pair"])  # what a person types into the two prompts
+    asked: list[str] = []
+    with running(index_copy) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        def answer(dialog) -> None:
+            asked.append(dialog.message)
+            dialog.accept(next(answers)) if dialog.type == "prompt" else dialog.accept()
+
+        page.on("dialog", answer)
+        page.goto(url)
+        page.fill("#token", TOKEN)
+        page.dispatch_event("#token", "change")
+        page.click("button[data-view=catalogue]")
+        row = page.locator(".identity", has=page.locator(".name", has_text=a)).first
+        row.locator(".rename").click()
+        expect(page.locator("#curation-note")).to_contain_text("rename", timeout=30_000)
+        expect(page.locator(".identity .name", has_text="Renamed one")).to_have_count(1)
+
+        for label in (b, c):
+            page.locator(".identity", has=page.locator(".name", has_text=label)).first.locator(".pick").check()
+        page.click("#merge")
+        expect(page.locator("#curation-note")).to_contain_text("merge", timeout=30_000)
+        merged = page.locator(".identity", has=page.locator(".name", has_text="Merged pair")).first
+        merged.locator(".photos-btn").click()
+        merged.locator(".photos img").first.wait_for()
+        moved_name = merged.locator(".photos img").first.get_attribute("title")
+        merged.locator(".photos img").first.click()
+        merged.locator(".move-to").fill("Moved away")
+        page.screenshot(path=str(shots / "6-move-photos.png"), full_page=True)
+        merged.locator(".move").click()
+        expect(page.locator("#curation-note")).to_contain_text("split", timeout=30_000)
+        page.locator("#history summary").click()
+        expect(page.locator("#history li")).to_have_count(3)
+        page.screenshot(path=str(shots / "7-curated.png"), full_page=True)
+        browser.close()
+    after = GalleryIndex.load(index_copy).table.set_index("image_id")["label"]
+    expected = before.set_index("image_id")["label"].replace({a: "Renamed one", b: "Merged pair", c: "Merged pair"})
+    expected[moved_name] = "Moved away"
+    assert after.sort_index().equals(expected.sort_index())
+    assert [h["operation"] for h in read_history(index_copy)] == ["rename", "merge", "split"]
+    assert len(asked) == 5 and asked[1].startswith(f"Rename {a}") and "into one identity" in asked[3]
+    assert errors == []

@@ -1,4 +1,4 @@
-// Kenning's page: identify photos, confirm or correct, enrol, browse and forget. Plain JS, no build step.
+// Kenning's page: identify photos, confirm or correct, enrol, browse, curate and forget. Plain JS, no build step.
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -13,8 +13,8 @@ function authorised() {
   return tokenInput.value ? { Authorization: `Bearer ${tokenInput.value}` } : {};
 }
 
-async function api(method, path, body) {
-  const response = await fetch(path, { method, body, headers: authorised() });
+async function api(method, path, body, headers = {}) {
+  const response = await fetch(path, { method, body, headers: { ...authorised(), ...headers } });
   const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
   if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
   return data;
@@ -254,9 +254,20 @@ async function loadCatalogue(append = false) {
   for (const identity of data.identities) {
     const item = document.createElement("div");
     item.className = "identity";
-    item.innerHTML = `<span class="name"></span><span class="count"></span><span class="thumbs"></span>
-      <button type="button" class="forget">Forget</button>`;
+    item.innerHTML = `<input type="checkbox" class="pick" title="select to merge">
+      <span class="name"></span><span class="count"></span><span class="thumbs"></span>
+      <button type="button" class="photos-btn">Photos</button>
+      <button type="button" class="rename">Rename</button>
+      <button type="button" class="forget">Forget</button>
+      <div class="photos" hidden><div class="all"></div>
+        <input class="move-to" list="labels" placeholder="identity to move the selected photos to">
+        <button type="button" class="move">Move selected photos</button></div>`;
+    item.dataset.label = identity.label;
     $(".name", item).textContent = identity.label;
+    $(".pick", item).onchange = updateMerge;
+    $(".rename", item).onclick = () => renameIdentity(identity);
+    $(".photos-btn", item).onclick = () => showPhotos(item, identity);
+    $(".move", item).onclick = () => movePhotos(item, identity);
     $(".count", item).textContent = `${identity.images} image(s)`;
     for (const id of identity.ids) {
       const thumb = document.createElement("img");
@@ -280,7 +291,87 @@ async function loadCatalogue(append = false) {
   offset += data.identities.length;
   $("#catalogue-count").textContent = `${data.total} identities`;
   $("#more").hidden = offset >= data.total;
+  updateMerge();
+  loadHistory().catch(() => {});
 }
+// -- curation: each change asks for a confirmation, then is one commit on the server --
+
+async function curate(method, path, body, question) {
+  if (!confirm(question)) return;
+  const note = $("#curation-note");
+  note.className = "note";
+  try {
+    const done = await api(method, path, JSON.stringify(body), { "Content-Type": "application/json" });
+    note.textContent = `${done.operation}: ${done.moved} image(s) now ${done.into}`;
+    await loadCatalogue();
+    refreshLabels();
+  } catch (err) {
+    note.className = "note error";
+    note.textContent = err.message;
+  }
+}
+
+function renameIdentity(identity) {
+  const to = (prompt(`New name for ${identity.label}`, identity.label) || "").trim();
+  if (!to || to === identity.label) return;
+  curate("PATCH", `/identities/${encodeURIComponent(identity.label)}`, { label: to },
+    `Rename ${identity.label} (${identity.images} image(s)) to ${to}?`);
+}
+
+function picked() {
+  return [...document.querySelectorAll(".identity .pick:checked")].map((box) => box.closest(".identity").dataset.label);
+}
+
+function updateMerge() {
+  $("#merge").disabled = picked().length < 2;
+}
+
+$("#merge").addEventListener("click", () => {
+  const labels = picked();
+  const into = (prompt(`Label of the merged identity (${labels.join(", ")})`, labels[0]) || "").trim();
+  if (!into) return;
+  curate("POST", `/identities/${encodeURIComponent(labels[0])}/merge`, { labels: labels.slice(1), into },
+    `Merge ${labels.join(", ")} into one identity, ${into}?`);
+});
+
+async function showPhotos(item, identity) {
+  const panel = $(".photos", item);
+  panel.hidden = !panel.hidden;
+  if (panel.hidden) return;
+  const data = await api("GET", `/identities/${encodeURIComponent(identity.label)}/images`);
+  $(".all", panel).replaceChildren(...data.images.map((image) => {
+    const thumb = document.createElement("img");
+    showThumbnail(thumb, image.id);
+    thumb.alt = thumb.title = image.image_id;
+    thumb.dataset.id = image.id;
+    thumb.onclick = () => thumb.classList.toggle("selected");
+    return thumb;
+  }));
+}
+
+function movePhotos(item, identity) {
+  const ids = [...item.querySelectorAll(".photos img.selected")].map((img) => Number(img.dataset.id));
+  const into = $(".move-to", item).value.trim();
+  const note = $("#curation-note");
+  if (!ids.length || !into) {
+    note.className = "note error";
+    note.textContent = "select photos (click them) and type the identity to move them to";
+    return;
+  }
+  curate("POST", `/identities/${encodeURIComponent(identity.label)}/split`, { images: ids, into },
+    `Move ${ids.length} photo(s) of ${identity.label} to ${into}?`);
+}
+
+async function loadHistory() {
+  const data = await api("GET", "/history");
+  $("#history ol").replaceChildren(...data.history.map((line) => {
+    const into = line.into ? ` → ${line.into}` : "";
+    return Object.assign(document.createElement("li"), {
+      textContent: `${line.time} ${line.operation} ${line.labels.join(", ")}${into}: ${line.images} image(s)`,
+    });
+  }));
+}
+
 $("#search").addEventListener("input", () => loadCatalogue());
 $("#more").addEventListener("click", () => loadCatalogue(true));
 
