@@ -92,24 +92,27 @@ def _relabel(
     with writer_lock(directory):
         manifest = locked_manifest(directory)
         into = check_enrol_label(into, manifest.unknown_label, "--into" if operation != "rename" else "--to")
-        base = complete_table(pd.read_parquet(directory / manifest.base_table))
+        base = pd.read_parquet(directory / manifest.base_table, columns=["id", "image_id", "label"])
         delta = read_delta(directory, manifest)
         live_base = ~base["id"].isin(read_ids(directory / manifest.removed_file)).to_numpy()
         live = pd.concat([base[live_base], delta.table], ignore_index=True)
-        present = set(live["label"])
+        named = live["label"].isin([*labels, into])  # vectorised: a set of a million Arrow strings takes a second
+        present = set(live["label"][named].unique())
         absent = [x for x in labels if x not in present]
         if absent:
             raise KenningError(f"no label {', '.join(map(repr, absent))} in index {directory}")
         _check_into(operation, labels, into, into in present)
         hit = choose(live)
         moved = live["id"].to_numpy(np.int64)[hit]
-        in_base = base["id"].isin(moved).to_numpy()
-        base = base.assign(label=np.where(in_base, into, base["label"])) if in_base.any() else None
+        base_table = None  # rewritten only when one of its images changes (it is most of the catalogue)
+        if base["id"].isin(moved).any():
+            base_table = complete_table(pd.read_parquet(directory / manifest.base_table))
+            base_table = base_table.assign(label=np.where(base_table["id"].isin(moved), into, base_table["label"]))
         rows = delta.table
         relabelled = rows.assign(label=np.where(rows["id"].isin(moved), into, rows["label"]))
         delta = dataclasses.replace(delta, table=relabelled)
         line = event(operation, labels, int(hit.sum()), into=into, **details)
-        commit_changes(directory, manifest, delta, None, base_table=base, event=line)  # base None: its table stays
+        commit_changes(directory, manifest, delta, None, base_table=base_table, event=line)
     return Curated(operation, labels, into, int(hit.sum()), into in present and into not in labels, manifest.count)
 
 
