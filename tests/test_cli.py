@@ -1,4 +1,5 @@
-"""The CLI end to end, as a user runs it (`python cli.py ...`): real model, real index, real files."""
+"""The CLI end to end, as a user runs it: real model, real index, real files; in-process (the
+entry point `python cli.py` once, in a real process)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.hostile.conftest import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def kenning(*args: str | Path) -> subprocess.CompletedProcess:
+    """The CLI in-process (typer's CliRunner): what `python cli.py ARGS` prints and returns, without
+    an interpreter's start-up per command (about 6 s with torch); `real_kenning` for the entry point."""
+    run = cli(*args)
+    return subprocess.CompletedProcess([str(a) for a in args], run.exit_code, run.stdout, run.stderr)
+
+
+def real_kenning(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, timeout=600
     )
@@ -150,9 +160,9 @@ def test_query_with_another_model_is_refused(index_copy: Path, demo_dir: Path, t
 
 
 def test_entry_point_and_usage_errors() -> None:
-    done = kenning("--help")
-    assert done.returncode == 0 and "train-embed" in done.stdout
-    done = kenning("query")
+    done = real_kenning("--help")
+    assert done.returncode == 0 and "train-embed" in done.stdout and "merge" in done.stdout
+    done = real_kenning("query")
     assert done.returncode == 2
 
 

@@ -15,6 +15,7 @@ from kenning.embeddings.checkpoint import WEIGHTS, load_holdout, load_model
 from kenning.embeddings.model import create_model
 from kenning.errors import KenningError
 from kenning.training.run import split_holdout
+from tests.hostile.conftest import cli
 from tests.processes import kill_when
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -86,9 +87,9 @@ def _train_args(demo_dir: Path, cache: Path, *extra: str) -> list[str]:
 
 
 def _kenning(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, timeout=600
-    )
+    """The CLI in-process (the killed run below is a real process: it must die)."""
+    run = cli(*args)
+    return subprocess.CompletedProcess([str(a) for a in args], run.exit_code, run.stdout, run.stderr)
 
 
 @pytest.mark.parametrize(
