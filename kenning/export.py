@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from kenning.atomic import ANY_TEMPORARY, atomic_path, atomic_write_text, sweep_temporaries
 from kenning.data.readers import CATALOGUE
+from kenning.errors import KenningError, first_line
 from kenning.index.gallery import GalleryIndex
 from kenning.locks import folder_lock
 from kenning.paths import require_output_dir
@@ -148,7 +149,10 @@ def _listed(directory: Path) -> set[str]:
     listed: set[str] = set()
     for name in (CATALOGUE, PLAN):
         if (directory / name).is_file():
-            rows = pd.read_csv(directory / name, dtype=str, keep_default_na=False, usecols=["image"])
+            try:
+                rows = pd.read_csv(directory / name, dtype=str, keep_default_na=False, usecols=["image"])
+            except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
+                raise KenningError(f"{directory / name} is not an export's catalogue: {first_line(exc)}") from None
             listed.update(i for i in rows["image"] if i and ".." not in Path(i).parts and not Path(i).is_absolute())
     return listed
 

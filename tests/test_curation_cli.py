@@ -143,6 +143,8 @@ def test_export_refuses_a_foreign_folder_and_rewrites_its_own(index_copy: Path, 
 
     (out / "renamed" / "stray.jpg").write_bytes(b"not ours")
     assert_refused(cli("export", "--index", index_copy, "--out", out), "is not a Kenning export")
+    (out / "catalogue.csv").write_text("foo\n1\n")  # a catalogue someone rewrote: read, never guessed
+    assert_refused(cli("export", "--index", index_copy, "--out", out), "is not an export's catalogue")
 
 
 def test_history_of_an_uncurated_index_and_of_a_damaged_log(index_copy: Path) -> None:
