@@ -131,17 +131,8 @@ def _plan(table: pd.DataFrame) -> pd.DataFrame:
             taken.add(name.lower())
             images.append((row, f"{folder}/{name}"))
     where = pd.Series(dict(images))
-    return pd.DataFrame(
-        {
-            "image": where.reindex(table.index).to_numpy(),
-            "label": table["label"].to_numpy(),
-            "image_id": table["image_id"].to_numpy(),
-            "source_path": table["path"].to_numpy(),
-            "enrolled_at": table["enrolled_at"].to_numpy(),
-            "viewpoint": table["viewpoint"].to_numpy(),
-            "encounter": table["encounter"].to_numpy(),
-        }
-    )
+    rows = table.rename(columns={"path": "source_path"}).assign(image=where)
+    return rows[COLUMNS].reset_index(drop=True)
 
 
 def _listed(directory: Path) -> set[str]:

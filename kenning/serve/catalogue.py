@@ -175,10 +175,7 @@ class ServedIndex:
         index = self.current().index
         labels, image_ids = [], []
         if label is not None:
-            label = check_url_label(label)
-            if not (index.table["label"] == label).any():
-                raise Refused(404, f"no identity {label!r} in the index")
-            labels = [label]
+            labels = [self._known(label)]
         if image is not None:
             name = str(index.image_ids_of(np.array([image], np.int64))[0])
             if not name:
