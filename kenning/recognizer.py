@@ -36,7 +36,7 @@ from kenning.index.manifest import check_model, index_model_dir
 from kenning.index.views import compatible_mask, filters, search_compatible
 from kenning.labels import check_enrol_label
 from kenning.local.extractor import Matcher, matcher_class
-from kenning.local.featureset import LocalFeatures, LocalScores
+from kenning.local.featureset import LocalFeatures, LocalScores, concat
 from kenning.local.glue import Glue, create_glue
 from kenning.local.spatial import inliers
 from kenning.reader import Probes, Reader, StoredReader
@@ -192,11 +192,11 @@ class Recognizer:
         with self._matcher_lock:  # concurrent first queries (a service) build it once
             if self._matcher is None:
                 cfg = self._local_settings
-                features, base_rows, dead = self.index.local_layout()
-                labels = self.index.labels_of(features.ids)
+                base, tail, dead = self.index.local_layout()
+                ids = base.ids if tail is None else np.concatenate([base.ids, tail.ids])
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
                 self._matcher = matcher(
-                    features, labels, cfg.k, cfg.max_descriptors, base_rows, dead, reuse=self._previous_matcher
+                    base, self.index.labels_of(ids), cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail
                 )
                 self._previous_matcher = None
             return self._matcher
@@ -254,16 +254,20 @@ class Recognizer:
         with self._matcher_lock:
             if view not in self._view_matchers:
                 cfg = self._local_settings
-                features, _, dead = self.index.local_layout()
+                base, tail, dead = self.index.local_layout()
                 pairs = parse_compatible(self.index.manifest.compatible_viewpoints)
-                gallery_views = self.index.column_of(features.ids, "viewpoint")
-                keep = compatible_mask([view], gallery_views[None, :], pairs)[0]
-                keep[dead] = False
-                subset = features.select(keep)
+                ids = base.ids if tail is None else np.concatenate([base.ids, tail.ids])
+                off = ~compatible_mask([view], self.index.column_of(ids, "viewpoint")[None, :], pairs)[0]
+                off[dead] = True
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
-                self._view_matchers[view] = matcher(
-                    subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors
-                )
+                parts = [base] if tail is None else [base, tail]
+                if sum(p.descriptor_count for p in parts) <= cfg.max_descriptors:  # one structure: copying is cheap
+                    subset = concat(parts, self.index.manifest.descriptor_layout).select(~off)
+                    built = matcher(subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors)
+                else:  # shortlist matching: the incompatible rows are skipped like forgotten ones
+                    labels, skipped = self.index.labels_of(ids), np.flatnonzero(off)
+                    built = matcher(base, labels, cfg.k, cfg.max_descriptors, skipped, None, tail)
+                self._view_matchers[view] = built
             return self._view_matchers[view]
 
     def _checked(

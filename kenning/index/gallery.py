@@ -219,30 +219,30 @@ class GalleryIndex:
         the index has none."""
         if self.base_local is None:
             return None
-        if self._live_local is None:  # the matcher, evaluation and reports all ask: gathered once per change
+        if self._live_local is None:  # compaction and reports: a copy of the base only when images were forgotten
             base = self.base_local.select(~np.isin(self.base_local.ids, self.removed))
             delta = self.delta.local
             self._live_local = base if delta is None else concat([base, delta], self.manifest.descriptor_layout)
         return self._live_local
 
-    def local_layout(self) -> tuple[FeatureSet, int, np.ndarray]:
-        """What local matching searches: the base's features (forgotten ones included), then the
-        enrolments'; how many rows are the base's; the rows forgotten. The base part is the same
+    def local_layout(self) -> tuple[FeatureSet, FeatureSet | None, np.ndarray]:
+        """What local matching searches: the base's features (forgotten ones included; memory-mapped
+        when loaded), the enrolments' after them, and the base rows forgotten. The base is the same
         until the next compaction or build, so its descriptor index can outlive enrolments."""
         self.manifest.require_local()
-        features = self.base_local
-        if self.delta.local is not None:
-            features = concat([self.base_local, self.delta.local], self.manifest.descriptor_layout)
-        dead = np.flatnonzero(np.isin(self.base_local.ids, self.removed))
-        return features, len(self.base_local), dead
+        return self.base_local, self.delta.local, np.flatnonzero(np.isin(self.base_local.ids, self.removed))
 
     def local_of(self, ids: np.ndarray) -> list[LocalFeatures]:
-        """Stored local features of live ids (the index must have them)."""
-        live = self.live_local()
-        if live is None:
+        """Stored local features of live ids (the index must have them), read from the base or the
+        enrolments without gathering either whole."""
+        if self.base_local is None:
             raise KenningError("this index has no local features")
-        rows = live.rows_of(np.asarray(ids, np.int64))
-        return [live.image(r) for r in rows]
+        delta = self.delta.local or FeatureSet.empty(self.manifest.descriptor_layout)
+        ids = np.asarray(ids, np.int64)
+        in_delta, in_base = delta.rows_of(ids), self.base_local.rows_of(ids)
+        if np.any((in_delta < 0) & (in_base < 0)):
+            raise KenningError(f"no local features for image ids {ids[(in_delta < 0) & (in_base < 0)].tolist()}")
+        return [delta.image(d) if d >= 0 else self.base_local.image(b) for d, b in zip(in_delta, in_base, strict=True)]
 
     def with_enrolled(
         self,
@@ -360,8 +360,8 @@ class GalleryIndex:
             delta = read_delta(directory, manifest)
             removed = read_ids(directory / manifest.removed_file)
             base_local = None
-            if manifest.local:
-                base_local = FeatureSet.load(directory / manifest.local_base_file, manifest.descriptor_layout)
+            if manifest.local:  # memory-mapped: a query reads the pages of its shortlist only
+                base_local = FeatureSet.load(directory / manifest.local_base_file, manifest.descriptor_layout, True)
         except (FileNotFoundError, KenningError):  # missing files: retried by load; ours: already one line
             raise
         except Exception as exc:  # faiss raises RuntimeError, pyarrow and numpy their own types

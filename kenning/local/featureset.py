@@ -4,10 +4,16 @@ One `.npz` file per set (the gallery's bulk, the enrolments since); image i owns
 [offsets[i], offsets[i + 1]). Ids are the gallery ids of the vector index, so forgetting an image
 (a tombstone) and compaction apply to both stages alike. Descriptors have the size and dtype of
 their family's `Layout` (SIFT: 128 uint8); a set is checked against it when loaded or extended.
+
+The per-descriptor arrays of a loaded set are memory-mapped from the file (np.savez stores members
+uncompressed, so each is one contiguous run of bytes): a 100k-image gallery's 8 GB stay on disk and
+a query reads the pages of its shortlist only. Nothing here copies them whole.
 """
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,7 @@ from kenning.atomic import atomic_save
 from kenning.errors import KenningError, first_line
 
 FIELDS = ("ids", "offsets", "keypoints", "descriptors", "weights", "foreground", "sizes")
+MAPPED = ("keypoints", "descriptors", "weights")  # one row per descriptor: read from disk as needed
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,9 @@ class FeatureSet:
         return np.where(found, order[pos] if len(order) else -1, -1)
 
     def select(self, keep: np.ndarray) -> FeatureSet:
-        """The images whose row is in boolean mask `keep`."""
+        """The images whose row is in boolean mask `keep` (this set itself when that is all)."""
+        if np.all(keep):
+            return self
         rows = np.flatnonzero(keep)
         spans = [np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows]
         picked = np.concatenate(spans) if spans else np.zeros(0, np.int64)
@@ -155,11 +164,13 @@ class FeatureSet:
         atomic_save(path, write)
 
     @classmethod
-    def load(cls, path: Path, layout: Layout) -> FeatureSet:
-        """Read and check a stored set of `layout`; a damaged or foreign file is one line naming it."""
+    def load(cls, path: Path, layout: Layout, mmap: bool = False) -> FeatureSet:
+        """Read and check a stored set of `layout`, its per-descriptor arrays memory-mapped with
+        `mmap` (read-only); a damaged or foreign file is one line naming it."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {f: data[f] for f in FIELDS}
+                mapped = _mapped(path, MAPPED) if mmap else {}
+                arrays = {f: mapped[f] if f in mapped else data[f] for f in FIELDS}
         except FileNotFoundError:
             raise
         except Exception as exc:  # zipfile, numpy and KeyError for a file that is not ours
@@ -181,10 +192,41 @@ class FeatureSet:
         return fs
 
 
+def _mapped(path: Path, fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """Read-only memory maps of the uncompressed members `fields` of an .npz file. numpy's np.load
+    maps only a bare .npy, so the member's data offset is read from its zip and .npy headers."""
+    out = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+        for field in fields:
+            info = archive.getinfo(f"{field}.npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                continue  # a compressed member (not ours, but valid): read whole by np.load
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"no zip entry at the offset of {field}")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            fh.seek(info.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            if dtype.hasobject:
+                raise ValueError(f"{field} holds objects")
+            if np.prod(shape) == 0:
+                out[field] = np.zeros(shape, dtype)
+                continue
+            order = "F" if fortran else "C"
+            out[field] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape, order=order)
+    return out
+
+
 def concat(sets: Sequence[FeatureSet], layout: Layout, map_shape: tuple[int, ...] = (12, 12)) -> FeatureSet:
+    """One set of several; a single non-empty one is returned as it is (a mapped base stays mapped)."""
     sets = [s for s in sets if len(s)]
     if not sets:
         return FeatureSet.empty(layout, map_shape)
+    if len(sets) == 1:
+        return sets[0]
     counts = np.concatenate([np.diff(s.offsets) for s in sets])
     return FeatureSet(
         np.concatenate([s.ids for s in sets]),

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import torch
 
-from kenning.local.featureset import FeatureSet, LocalFeatures, LocalScores, as_float
+from kenning.local.featureset import FeatureSet, Layout, LocalFeatures, LocalScores, as_float
 
 EXCLUDED_SLACK = 8  # extra neighbours fetched per query descriptor when some gallery images are excluded
 FLAT_LIMIT = 200_000  # descriptors searched exactly up to this; IVF above (approximate, ~20x faster)
@@ -25,13 +25,14 @@ NPROBE = 16
 
 
 class LnbnnMatcher:
-    """Scores queries against a gallery's local features; `labels[i]` is the identity of row i.
+    """Scores queries against a gallery's local features; `labels[i]` is the identity of row i
+    (the rows of `gallery`, then those of `tail`).
 
-    The descriptors of the first `indexed_rows` rows (an index's base) go into one search structure
-    that `reuse` lets a later matcher share; the rows after them (enrolments) are searched apart,
-    exactly, and `dead` rows (forgotten base images) are skipped. So an enrolment or a removal costs
-    a search of the few new descriptors, not a rebuild of the base's (an IVF over 500k descriptors
-    takes ~20 s to train on 2 cores).
+    The descriptors of `gallery` (an index's base) go into one search structure that `reuse` lets a
+    later matcher share; the `tail` (enrolments) is searched apart, exactly, and `dead` rows
+    (forgotten base images) are skipped. So an enrolment or a removal costs a search of the few new
+    descriptors, not a rebuild of the base's (an IVF over 500k descriptors takes ~20 s to train on 2
+    cores). The two are never concatenated: a memory-mapped base is read only where a query needs it.
     """
 
     def __init__(
@@ -40,28 +41,51 @@ class LnbnnMatcher:
         labels: np.ndarray,
         k: int = 5,
         max_descriptors: int = 2_000_000,
-        indexed_rows: int | None = None,
         dead: np.ndarray | None = None,
         reuse: LnbnnMatcher | None = None,
+        tail: FeatureSet | None = None,
     ):
         self.gallery = gallery
+        self.tail_set = tail if tail is not None and len(tail) else None
+        rest = self.tail_set or FeatureSet.empty(Layout(gallery.descriptors.shape[1], gallery.descriptors.dtype.name))
+        self.ids = np.concatenate([gallery.ids, rest.ids])
+        self.offsets = np.concatenate([gallery.offsets, rest.offsets[1:] + gallery.offsets[-1]])
+        self._order = np.argsort(self.ids, kind="stable")
         self.labels = np.asarray(labels, dtype=object).astype(str)
         self.codes, self.names = _codes(self.labels)
         self.k = k
-        self.owner = np.repeat(np.arange(len(gallery)), np.diff(gallery.offsets))  # descriptor -> gallery row
         self.dead_rows = np.asarray(dead if dead is not None else [], np.int64)
-        self.indexed_rows = len(gallery) if indexed_rows is None else indexed_rows
-        self.indexed = int(gallery.offsets[self.indexed_rows])  # descriptors in the shared structure
+        self.indexed_rows = len(gallery)
+        self.indexed = gallery.descriptor_count  # descriptors in the shared structure
+        self.descriptor_count = int(self.offsets[-1])
         self.index: _Exact | _Approximate | None = None
         self.tail: _Exact | None = None
-        if 0 < gallery.descriptor_count <= max_descriptors:
-            if reuse is not None and reuse.index is not None and _same_prefix(reuse, gallery, self.indexed_rows):
+        if 0 < self.descriptor_count <= max_descriptors:
+            if reuse is not None and reuse.index is not None and _same_base(reuse, gallery):
                 self.index = reuse.index
             elif self.indexed:
-                self.index = _build(as_float(gallery.descriptors[: self.indexed]))
-            if gallery.descriptor_count > self.indexed:
-                self.tail = _Exact(as_float(gallery.descriptors[self.indexed :]))
+                self.index = _build(as_float(gallery.descriptors))
+            if self.tail_set is not None and self.tail_set.descriptor_count:
+                self.tail = _Exact(as_float(self.tail_set.descriptors))
         self.searchable = self.index is not None or self.tail is not None
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each gallery id, -1 where there is none."""
+        ids = np.asarray(ids, np.int64)
+        if not len(self._order):
+            return np.full(len(ids), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.ids[self._order], ids), len(self._order) - 1)
+        return np.where(self.ids[self._order[pos]] == ids, self._order[pos], -1)
+
+    def descriptors(self, positions: np.ndarray) -> np.ndarray:
+        """Stored descriptors at global positions (base, then tail): read from the base's file only there."""
+        base = positions < self.indexed
+        if base.all():
+            return self.gallery.descriptors[positions]
+        out = np.empty((len(positions), self.gallery.descriptors.shape[1]), self.gallery.descriptors.dtype)
+        out[base] = self.gallery.descriptors[positions[base]]
+        out[~base] = self.tail_set.descriptors[positions[~base] - self.indexed]
+        return out
 
     def score(
         self, query: LocalFeatures, exclude: np.ndarray | None = None, candidates: np.ndarray | None = None
@@ -69,21 +93,21 @@ class LnbnnMatcher:
         """LNBNN scores of one query. `exclude`: gallery ids it must not match (itself, its own
         sighting). `candidates`: gallery ids to score against when the gallery is too large for one
         index of its descriptors."""
-        rows_out = self.gallery.rows_of(np.asarray(exclude if exclude is not None else [], np.int64))
+        rows_out = self.rows_of(np.asarray(exclude if exclude is not None else [], np.int64))
         rows_out = np.union1d(rows_out[rows_out >= 0], self.dead_rows)
-        if len(query) == 0 or self.gallery.descriptor_count == 0:
+        if len(query) == 0 or self.descriptor_count == 0:
             return _empty()
         x = as_float(query.descriptors)
         width = self.k + 1
         if self.searchable:
-            dist, pos = self._search(x, width, _positions(self.gallery.offsets, rows_out))
+            dist, pos = self._search(x, width, _positions(self.offsets, rows_out))
         else:
-            rows = self.gallery.rows_of(np.asarray(candidates if candidates is not None else [], np.int64))
+            rows = self.rows_of(np.asarray(candidates if candidates is not None else [], np.int64))
             rows = np.setdiff1d(rows[rows >= 0], rows_out)
-            picked = _positions(self.gallery.offsets, rows)
+            picked = _positions(self.offsets, rows)
             if len(picked) == 0:
                 return _empty()
-            dist, local = _search(_build(as_float(self.gallery.descriptors[picked]), exact=True), x, width, None)
+            dist, local = _search(_build(as_float(self.descriptors(picked)), exact=True), x, width, None)
             pos = np.where(local >= 0, picked[np.maximum(local, 0)], -1)
         return self._vote(np.sqrt(np.maximum(dist, 0)), pos)
 
@@ -111,11 +135,12 @@ class LnbnnMatcher:
             return _empty()
         last = valid.sum(1) - 1  # the normaliser: the K+1-th neighbour, or the last one found
         norm = dist[np.arange(len(dist)), last]
-        rows = np.where(valid, self.owner[np.maximum(pos, 0)], -1)
+        owner = np.searchsorted(self.offsets, np.maximum(pos, 0), side="right") - 1  # descriptor -> row
+        rows = np.where(valid, owner, -1)
         voting = valid & (np.arange(dist.shape[1])[None, :] < last[:, None])
         gain = np.where(voting, norm[:, None] - dist, 0.0)
         first_image = voting & _first_occurrence(rows)
-        image_scores = np.bincount(rows[first_image], gain[first_image], minlength=len(self.gallery))
+        image_scores = np.bincount(rows[first_image], gain[first_image], minlength=len(self.ids))
         # An identity scores as its best image: a sum over its images would favour identities with
         # many photos (a catalogue's first sighting against a gallery's dozens).
         label_scores = np.zeros(len(self.names))
@@ -128,9 +153,9 @@ class LnbnnMatcher:
         for row in scored_images[:3]:  # what a report draws: the pairs behind the best images
             hit = first_image & (rows == row)
             q, j = np.nonzero(hit)
-            matches[int(self.gallery.ids[row])] = np.stack([query_kp[q], pos[q, j] - self.gallery.offsets[row]], 1)
+            matches[int(self.ids[row])] = np.stack([query_kp[q], pos[q, j] - self.offsets[row]], 1)
         return LocalScores(
-            self.gallery.ids[scored_images],
+            self.ids[scored_images],
             image_scores[scored_images],
             [str(self.names[c]) for c in scored_labels],
             label_scores[scored_labels],
@@ -138,14 +163,11 @@ class LnbnnMatcher:
         )
 
 
-def _same_prefix(other: LnbnnMatcher, gallery: FeatureSet, rows: int) -> bool:
-    """Whether `other`'s shared structure holds exactly the descriptors of `gallery`'s first `rows`
-    rows (ids are never reused, so the same ids in the same order are the same features)."""
-    return (
-        other.indexed_rows == rows
-        and len(gallery) >= rows
-        and np.array_equal(other.gallery.ids[:rows], gallery.ids[:rows])
-        and np.array_equal(other.gallery.offsets[: rows + 1], gallery.offsets[: rows + 1])
+def _same_base(other: LnbnnMatcher, gallery: FeatureSet) -> bool:
+    """Whether `other`'s shared structure holds exactly the descriptors of `gallery` (ids are never
+    reused, so the same ids in the same order are the same features)."""
+    return other.gallery is gallery or (
+        np.array_equal(other.gallery.ids, gallery.ids) and np.array_equal(other.gallery.offsets, gallery.offsets)
     )
 
 

@@ -128,7 +128,27 @@ def test_concurrent_enrolment_keeps_every_local_feature(tmp_path: Path) -> None:
     assert len(_consistent(tmp_path)) == 20 + 24
 
 
-@pytest.mark.parametrize("damage", ["garbage", "missing", "other_images"])
+def test_a_loaded_base_is_memory_mapped_and_reads_as_written(family: str, tmp_path: Path) -> None:
+    """The base's per-descriptor arrays come back as read-only maps of the file (a query reads only
+    its shortlist's pages), equal to what was written; enrolments and forgetting read through them."""
+    written = _index()
+    written.save(tmp_path)
+    index = GalleryIndex.load(tmp_path)
+    for field in ("keypoints", "descriptors", "weights"):
+        mapped = getattr(index.base_local, field)
+        assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+        np.testing.assert_array_equal(mapped, getattr(written.base_local, field))
+    store.enroll(
+        tmp_path, _unit(2, 7), ["new40", "new41"], ["id9"] * 2, [""] * 2, local=[_features(s) for s in (40, 41)]
+    )
+    store.forget(tmp_path, image_ids=["img3"])
+    index = _consistent(tmp_path)
+    assert isinstance(index.base_local.descriptors, np.memmap)
+    with pytest.raises(KenningError, match="no local features"):
+        index.local_of(np.array([10_000]))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "other_images", "truncated"])
 def test_a_damaged_local_feature_file_is_refused_in_one_line(tmp_path: Path, damage: str) -> None:
     _index().save(tmp_path)
     path = tmp_path / GalleryIndex.load(tmp_path).manifest.local_base_file
@@ -137,6 +157,8 @@ def test_a_damaged_local_feature_file_is_refused_in_one_line(tmp_path: Path, dam
         path.write_bytes(b"not an npz file")
     elif damage == "missing":
         path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         _index(n=21).base_local.save(path)
     with pytest.raises(KenningError) as caught:

@@ -78,23 +78,31 @@ def test_an_unreadable_image_is_skipped_with_one_error(photos: dict[str, Path], 
     assert len(extracted.errors) == 1 and "bad.jpg" in extracted.errors[0] and "\n" not in extracted.errors[0]
 
 
-def test_a_matcher_over_base_and_enrolments_scores_as_one_over_the_live_images(photos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("limit", [2_000_000, 1])
+def test_a_matcher_over_base_and_enrolments_scores_as_one_over_the_live_images(
+    photos: dict[str, Path], limit: int
+) -> None:
     """Base rows in a reusable index, enrolments searched apart, forgotten base rows skipped: the
-    same scores as one matcher over the live images alone, and the base's index is shared."""
+    same scores as one matcher over the live images alone, and the base's index is shared. With a
+    `limit` of 1 descriptor nothing is indexed and every image is a shortlisted candidate."""
     cfg = LocalConfig(method="sift", max_keypoints=300)
     features = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False).features
     everything = FeatureSet.of(range(len(PHOTOS)), features, LAYOUT)
     labels = np.array(PHOTOS)
-    base = LnbnnMatcher(everything.select(np.arange(len(PHOTOS)) < 4), labels[:4], k=3)
+    first = np.arange(len(PHOTOS)) < 4
+    base = LnbnnMatcher(everything.select(first), labels[:4], k=3, max_descriptors=limit)
     # later: "camera" and "immunohistochemistry" enrolled, "coffee" (row 1) forgotten
-    grown = LnbnnMatcher(everything, labels, k=3, indexed_rows=4, dead=np.array([1]), reuse=base)
+    later = everything.select(~first)
+    grown = LnbnnMatcher(everything.select(first), labels, 3, limit, dead=np.array([1]), reuse=base, tail=later)
     live = np.arange(len(PHOTOS)) != 1
-    plain = LnbnnMatcher(everything.select(live), labels[live], k=3)
-    assert grown.index is base.index and grown.tail is not None
+    plain = LnbnnMatcher(everything.select(live), labels[live], k=3, max_descriptors=limit)
+    assert grown.index is base.index and (grown.tail is not None) == (limit > 1) and grown.searchable == (limit > 1)
+    everyone = np.arange(len(PHOTOS))
     for query in features:
-        a, b = grown.score(query), plain.score(query)
+        a, b = grown.score(query, candidates=everyone), plain.score(query, candidates=everyone)
         assert a.labels == b.labels and "coffee" not in a.labels
         np.testing.assert_allclose(a.label_scores, b.label_scores, rtol=1e-5)
         np.testing.assert_array_equal(a.image_ids, b.image_ids)
-    other_base = LnbnnMatcher(everything, labels, k=3, indexed_rows=5, reuse=base)  # another base: rebuilt
-    assert other_base.index is not base.index
+    if limit > 1:
+        other_base = LnbnnMatcher(everything, labels, k=3, reuse=base)  # another base: rebuilt
+        assert other_base.index is not base.index
