@@ -7,7 +7,7 @@ equal); each size is then opened by a fresh process that answers real query phot
 photos outside the source gallery) as `kenning serve` would, warm:
 - latency of one query: match + rank (the image already read; median and slowest), per stage,
   and reading the query image (embedding + local features) apart;
-- peak resident memory of that process (ru_maxrss, the model and the index included; the pages of
+- peak resident memory of that process (VmHWM, the model and the index included; the pages of
   the memory-mapped local features that queries read count);
 - bytes of local features on disk, and what opening the index and the first query cost.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -67,7 +66,7 @@ def model_dir(work: Path) -> Path:
 
 
 def source_index(work: Path, model: Path, local: LocalConfig, images: int) -> Path:
-    out = work / "nyala" / f"scale-source-{local.method}-{images}"
+    out = work / "nyala" / f"scale-source-{local.method}-{local.max_keypoints}-{images}"
     if not (out / "manifest.json").is_file():
         gallery = select_split(read_dataset(SHARED / "nyala"), "eval").iloc[:images]
         build_index(model, gallery, IndexConfig(unknown_label="new_whale"), out, local=local, replace=True)
@@ -117,6 +116,13 @@ def replicate(source: Path, size: int, out: Path, seed: int = 0) -> None:
     shutil.rmtree(scratch)
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory since it started (VmHWM). Not ru_maxrss: Linux carries the
+    parent's resident size at fork into a child's ru_maxrss, and the parent here wrote the galleries."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return round(int(line.split()[1]) / 2**20, 2)
+
+
 def measure(index: Path, queries: list[str], glue: int) -> dict:
     """One fresh process's view: open, first query, warm queries; peak memory."""
     started = time.perf_counter()
@@ -148,7 +154,7 @@ def measure(index: Path, queries: list[str], glue: int) -> dict:
         "warm_median_s": round(statistics.median(times), 3),
         "warm_max_s": round(max(times), 3),
         "stages_median_s": {k: round(statistics.median(s[k] for s in stages if k in s), 4) for k in stages[0]},
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gib": peak_rss_gib(),
         "queries": len(times),
     }
 
@@ -157,7 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-scale")
     parser.add_argument("--family", default="disk")
-    parser.add_argument("--glue", type=int, default=3)
+    parser.add_argument("--glue", type=int, default=3, help="candidates re-matched by the learned matcher (sift: 0)")
+    parser.add_argument("--max-keypoints", type=int, default=512)
     parser.add_argument("--source-images", type=int, default=120)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=12)
@@ -169,7 +176,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, queries, args.glue)))
         return
-    local = LocalConfig(method=args.family, max_keypoints=512, glue=args.glue)
+    local = LocalConfig(method=args.family, max_keypoints=args.max_keypoints, glue=args.glue)
     source = source_index(args.work, model_dir(args.work), local, args.source_images)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -209,7 +216,7 @@ def main() -> None:
         "one per size).",
         "",
         f"Reproduce: `python benchmarks/local_scale.py --work WORK --family {args.family} --glue {args.glue} "
-        f"--sizes {args.sizes}`",
+        f"--max-keypoints {args.max_keypoints} --sizes {args.sizes}`",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
