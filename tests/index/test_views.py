@@ -27,10 +27,15 @@ def flanks(local_model: Path, local_demo: Path, tmp_path_factory: pytest.TempPat
     return out, gallery
 
 
-def test_both_stages_match_only_the_same_flank(flanks: tuple[Path, object]) -> None:
+@pytest.mark.parametrize("shortlist", [False, True])
+def test_both_stages_match_only_the_same_flank(flanks: tuple[Path, object], shortlist: bool) -> None:
+    """One descriptor index of the flank's images, or (a gallery too large for one) the shortlist
+    with the other flank's images skipped like forgotten ones."""
     out, gallery = flanks
     recognizer = Recognizer.open(out, progress=False)
     index = recognizer.index
+    if shortlist:
+        index.manifest.local["max_descriptors"] = 1
     paths = gallery["path"].tolist()[:6]
     probes = recognizer.read(paths)
     for view in ("left", "right"):
@@ -42,6 +47,7 @@ def test_both_stages_match_only_the_same_flank(flanks: tuple[Path, object]) -> N
         for candidates in matches.candidates:  # every candidate identity has a photo of that flank
             flank_labels = set(gallery.loc[gallery["viewpoint"] == view, "label"])
             assert set(candidates.labels) <= flank_labels
+        assert recognizer._matcher_for(view).searchable != shortlist  # the path this case is about
 
 
 def test_any_viewpoint_and_unknown_queries_match_everything(flanks: tuple[Path, object]) -> None:
