@@ -36,7 +36,7 @@ from kenning.index.manifest import check_model, index_model_dir
 from kenning.index.views import compatible_mask, filters, search_compatible
 from kenning.labels import check_enrol_label
 from kenning.local.extractor import Matcher, matcher_class
-from kenning.local.featureset import LocalFeatures, LocalScores, concat
+from kenning.local.featureset import FeatureSet, LocalFeatures, LocalScores, concat
 from kenning.local.glue import Glue, create_glue
 from kenning.local.spatial import inliers
 from kenning.reader import Probes, Reader, StoredReader
@@ -193,11 +193,9 @@ class Recognizer:
             if self._matcher is None:
                 cfg = self._local_settings
                 base, tail, dead = self.index.local_layout()
-                ids = base.ids if tail is None else np.concatenate([base.ids, tail.ids])
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
-                self._matcher = matcher(
-                    base, self.index.labels_of(ids), cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail
-                )
+                labels = self.index.labels_of(_ids(base, tail))
+                self._matcher = matcher(base, labels, cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail)
                 self._previous_matcher = None
             return self._matcher
 
@@ -256,7 +254,7 @@ class Recognizer:
                 cfg = self._local_settings
                 base, tail, dead = self.index.local_layout()
                 pairs = parse_compatible(self.index.manifest.compatible_viewpoints)
-                ids = base.ids if tail is None else np.concatenate([base.ids, tail.ids])
+                ids = _ids(base, tail)
                 off = ~compatible_mask([view], self.index.column_of(ids, "viewpoint")[None, :], pairs)[0]
                 off[dead] = True
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
@@ -335,6 +333,11 @@ class Recognizer:
         label = check_enrol_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
         return enroll_probes(self.index_dir, probes, paths, label, image_ids, metadata)
+
+
+def _ids(base: FeatureSet, tail: FeatureSet | None) -> np.ndarray:
+    """Gallery ids of a matcher's rows: the base's, then the enrolments'."""
+    return base.ids if tail is None else np.concatenate([base.ids, tail.ids])
 
 
 def _as_rows(exclude: np.ndarray | None, n: int) -> np.ndarray:

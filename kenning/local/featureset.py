@@ -137,11 +137,7 @@ class FeatureSet:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each gallery id, -1 where this set has none."""
-        order = self._order
-        pos = np.searchsorted(self.ids[order], ids)
-        pos = np.minimum(pos, max(len(order) - 1, 0))
-        found = (len(order) > 0) & (self.ids[order[pos]] == ids) if len(order) else np.zeros(len(ids), bool)
-        return np.where(found, order[pos] if len(order) else -1, -1)
+        return rows_by_id(self.ids, self._order, ids)
 
     def select(self, keep: np.ndarray) -> FeatureSet:
         """The images whose row is in boolean mask `keep` (this set itself when that is all)."""
@@ -195,6 +191,15 @@ class FeatureSet:
         if not consistent:
             raise KenningError(f"local features {path} are damaged: array shapes do not agree")
         return fs
+
+
+def rows_by_id(ids: np.ndarray, order: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row of each `wanted` id among `ids` (`order`: their argsort), -1 where there is none."""
+    wanted = np.asarray(wanted, np.int64)
+    if not len(order):
+        return np.full(len(wanted), -1, np.int64)
+    pos = np.minimum(np.searchsorted(ids[order], wanted), len(order) - 1)
+    return np.where(ids[order[pos]] == wanted, order[pos], -1)
 
 
 def _mapped(path: Path, fields: Sequence[str]) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import torch
 
-from kenning.local.featureset import FeatureSet, Layout, LocalFeatures, LocalScores, as_float
+from kenning.local.featureset import FeatureSet, LocalFeatures, LocalScores, as_float, rows_by_id
 
 EXCLUDED_SLACK = 8  # extra neighbours fetched per query descriptor when some gallery images are excluded
 FLAT_LIMIT = 200_000  # descriptors searched exactly up to this; IVF above (approximate, ~20x faster)
@@ -47,15 +47,15 @@ class LnbnnMatcher:
     ):
         self.gallery = gallery
         self.tail_set = tail if tail is not None and len(tail) else None
-        rest = self.tail_set or FeatureSet.empty(Layout(gallery.descriptors.shape[1], gallery.descriptors.dtype.name))
-        self.ids = np.concatenate([gallery.ids, rest.ids])
-        self.offsets = np.concatenate([gallery.offsets, rest.offsets[1:] + gallery.offsets[-1]])
+        self.ids, self.offsets = gallery.ids, gallery.offsets
+        if self.tail_set is not None:  # global rows: the base's, then the tail's
+            self.ids = np.concatenate([gallery.ids, self.tail_set.ids])
+            self.offsets = np.concatenate([gallery.offsets, self.tail_set.offsets[1:] + gallery.offsets[-1]])
         self._order = np.argsort(self.ids, kind="stable")
         self.labels = np.asarray(labels, dtype=object).astype(str)
         self.codes, self.names = _codes(self.labels)
         self.k = k
         self.dead_rows = np.asarray(dead if dead is not None else [], np.int64)
-        self.indexed_rows = len(gallery)
         self.indexed = gallery.descriptor_count  # descriptors in the shared structure
         self.descriptor_count = int(self.offsets[-1])
         self.index: _Exact | _Approximate | None = None
@@ -71,11 +71,7 @@ class LnbnnMatcher:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each gallery id, -1 where there is none."""
-        ids = np.asarray(ids, np.int64)
-        if not len(self._order):
-            return np.full(len(ids), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.ids[self._order], ids), len(self._order) - 1)
-        return np.where(self.ids[self._order[pos]] == ids, self._order[pos], -1)
+        return rows_by_id(self.ids, self._order, ids)
 
     def descriptors(self, positions: np.ndarray) -> np.ndarray:
         """Stored descriptors at global positions (base, then tail): read from the base's file only there."""
