@@ -3,7 +3,10 @@
 Each family's features of a nyala split are extracted once (kept under WORK, resumable); every photo
 then queries the rest of the split with its own sighting excluded, by LNBNN over each family's
 descriptors. Reported, Recall@1 of the identity each ranks first: each family alone, their sum with
-each family's scores divided by its best score for that query (no calibration, nothing fitted), and
+each family's scores divided by its best score for that query (no calibration, nothing fitted),
+their raw sum, the `sift+disk` family (kenning/local/joined.py: one LNBNN over both families'
+descriptors, each in its own half of one vector, an identity scoring the sum of its best image's
+score in each family: their raw sum, computed as an index of that family computes it), and
 the share of queries that at least one family answers right (the most any combination could reach).
 No embedding, no fusion: this asks whether a second family is worth storing, before building it.
 
@@ -29,7 +32,8 @@ from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import sighting_key
 from kenning.local.extractor import create_extractor
 from kenning.local.features import extract_paths
-from kenning.local.featureset import FeatureSet
+from kenning.local.featureset import FeatureSet, Layout
+from kenning.local.joined import JoinedMatcher, joined
 from kenning.local.lnbnn import LnbnnMatcher
 
 SETTINGS = {
@@ -69,9 +73,13 @@ def main() -> None:
     matchers = {
         f: LnbnnMatcher(FeatureSet.of(rows, found[f], create_extractor(f).layout), labels, k=5) for f in families
     }
+    layout = Layout(sum(create_extractor(f).layout.dim for f in families), "float16")
+    found["joined"] = [joined([found[f][i] for f in families], layout) for i in rows]
+    matchers["joined"] = JoinedMatcher(FeatureSet.of(rows, found["joined"], layout), labels, k=5)
     keys = np.array([f"{label}\x00{sighting_key(i)}" for label, i in zip(labels, table["image_id"], strict=True)])
     names = np.unique(labels)
-    hits = {**{f: 0 for f in families}, "sum of max-normalised scores": 0, "either right": 0}
+    sums = ("sum of max-normalised scores", "sum of raw scores")
+    hits = {**{f: 0 for f in families}, **dict.fromkeys(sums, 0), "joined family (one index)": 0, "either right": 0}
     queries, started = 0, time.perf_counter()
     for q in tqdm(rows, desc="queries", unit="query"):
         own = rows[keys == keys[q]]
@@ -79,16 +87,18 @@ def main() -> None:
             continue  # no other sighting of its identity: protocol A leaves it out
         queries += 1
         scores = {}
-        for f in families:
+        for f in [*families, "joined"]:
             found_q = matchers[f].score(found[f][q], exclude=own)
             scores[f] = np.zeros(len(names))
             scores[f][np.searchsorted(names, found_q.labels)] = found_q.label_scores
         right = {f: names[np.argmax(s)] == labels[q] if s.any() else False for f, s in scores.items()}
         for f in families:
             hits[f] += right[f]
-        total = sum(s / s.max() for s in scores.values() if s.any())
-        hits["sum of max-normalised scores"] += bool(np.any(total)) and names[np.argmax(total)] == labels[q]
-        hits["either right"] += any(right.values())
+        hits["joined family (one index)"] += right["joined"]
+        alone = [scores[f] for f in families]
+        for name, total in zip(sums, (sum(s / s.max() for s in alone if s.any()), sum(alone)), strict=True):
+            hits[name] += bool(np.any(total)) and names[np.argmax(total)] == labels[q]
+        hits["either right"] += any(right[f] for f in families)
     result = {
         "split": args.split,
         "families": families,

@@ -112,7 +112,8 @@ Local = Annotated[
     str | None,
     typer.Option(
         help="local.method: sift (RootSIFT + LNBNN on the instance, fused with the embedding), aliked, disk or "
-        "xfeat (learned features; --set local.glue=N re-matches N candidates with their learned matcher) or none"
+        "xfeat (learned features; --set local.glue=N re-matches N candidates with their learned matcher), "
+        "sift+disk (both in one LNBNN) or none"
     ),
 ]
 Embeddings = Annotated[

@@ -105,7 +105,7 @@ class LnbnnMatcher:
                 return _empty()
             dist, local = _search(_build(as_float(self.descriptors(picked)), exact=True), x, width, None)
             pos = np.where(local >= 0, picked[np.maximum(local, 0)], -1)
-        return self._vote(np.sqrt(np.maximum(dist, 0)), pos)
+        return self._vote(np.sqrt(np.maximum(dist, 0)), pos, self.parts(query.descriptors))
 
     def _search(self, x: np.ndarray, width: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The `width` nearest over the shared structure and the tail together."""
@@ -122,7 +122,12 @@ class LnbnnMatcher:
         order = np.argsort(dist, axis=1, kind="stable")[:, :width]
         return np.take_along_axis(dist, order, 1), np.take_along_axis(pos, order, 1)
 
-    def _vote(self, dist: np.ndarray, pos: np.ndarray) -> LocalScores:
+    def parts(self, descriptors: np.ndarray) -> np.ndarray:
+        """Which part of the evidence each query descriptor is (one family: all part 0); an identity
+        scores as the sum over parts of its best image's score in that part."""
+        return np.zeros(len(descriptors), np.int64)
+
+    def _vote(self, dist: np.ndarray, pos: np.ndarray, part: np.ndarray) -> LocalScores:
         valid = pos >= 0
         enough = valid.sum(1) >= 2  # a normaliser and at least one match
         dist, pos, valid = dist[enough], pos[enough], valid[enough]
@@ -136,11 +141,16 @@ class LnbnnMatcher:
         voting = valid & (np.arange(dist.shape[1])[None, :] < last[:, None])
         gain = np.where(voting, norm[:, None] - dist, 0.0)
         first_image = voting & _first_occurrence(rows)
-        image_scores = np.bincount(rows[first_image], gain[first_image], minlength=len(self.ids))
-        # An identity scores as its best image: a sum over its images would favour identities with
-        # many photos (a catalogue's first sighting against a gallery's dozens).
-        label_scores = np.zeros(len(self.names))
-        np.maximum.at(label_scores, self.codes, image_scores)
+        # An identity scores as its best image (per part): a sum over its images would favour
+        # identities with many photos (a catalogue's first sighting against a gallery's dozens).
+        image_scores, label_scores = np.zeros(len(self.ids)), np.zeros(len(self.names))
+        for p in np.unique(part[query_kp]):
+            voted = first_image & (part[query_kp] == p)[:, None]
+            in_part = np.bincount(rows[voted], gain[voted], minlength=len(self.ids))
+            best = np.zeros(len(self.names))
+            np.maximum.at(best, self.codes, in_part)
+            image_scores += in_part
+            label_scores += best
         scored_images = np.flatnonzero(image_scores > 0)
         scored_images = scored_images[np.argsort(-image_scores[scored_images], kind="stable")]
         scored_labels = np.flatnonzero(label_scores > 0)

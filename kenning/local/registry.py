@@ -12,5 +12,9 @@ EXTRACTORS: dict[str, str] = {
     "aliked": "kenning.local.aliked",
     "disk": "kenning.local.disk",
     "xfeat": "kenning.local.xfeat",
+    "sift+disk": "kenning.local.joined",
 }  # local.method -> module defining EXTRACTOR
-MATCHERS: dict[str, str] = {"lnbnn": "kenning.local.lnbnn"}  # an extractor's matcher -> module defining MATCHER
+MATCHERS: dict[str, str] = {
+    "lnbnn": "kenning.local.lnbnn",
+    "joined": "kenning.local.joined",
+}  # an extractor's matcher -> module defining MATCHER
