@@ -14,6 +14,8 @@ balanced, known and new accuracy, MAP@5, and the review band's share of queries.
     python benchmarks/open_set.py --dataset lions --image-size 128 --set local.image_side=256 \
         --set local.foreground=0.0 --set local.k=3
 
+With `--tag NAME` the index is local_matching.py's of that tag (built here when missing), so
+`--set local.method=sift+disk --tag sift_disk` scores that run's catalogue index.
 Another model: put it at WORK/<dataset>/model-s<size> and pass `--work WORK --tag NAME` (the
 untrained row: `kenning train-embed --data ../shared/data/nyala --out
 runs/bench-untrained/nyala/model-s224 --epochs 0 --embedding-dim 0 --image-size 224 --set
@@ -69,7 +71,7 @@ def figures(rule, side: dict, calibration, unknown: str) -> dict:
 
 def main() -> None:
     args, cfg, work, model, images = setup(__doc__.splitlines()[0])
-    index_dir = work / "catalogue-index"
+    index_dir = work / f"catalogue-index{'-' + args.tag if args.tag else ''}"  # local_matching.py's, same tag
     if not (index_dir / "manifest.json").is_file():
         run_protocol("catalogue", model, images, cfg.index, index_dir, progress=False, local=cfg.local)
     recognizer = Recognizer.open(index_dir, progress=False)

@@ -15,7 +15,7 @@ from kenning.local.extractor import create_extractor, matcher_class
 from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
 from kenning.local.glue import create_glue
-from kenning.local.joined import JoinedMatcher
+from kenning.local.joined import JoinedMatcher, joined
 from kenning.local.lnbnn import LnbnnMatcher
 from tests.local.test_lnbnn import PHOTOS, _disguise, photos  # noqa: F401 (photos: the fixture)
 
@@ -29,13 +29,18 @@ def _extract(family: str, paths: list[str]) -> list:
 
 @pytest.fixture(scope="module")
 def families(photos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list, object]]:  # noqa: F811
-    """Each family's features of the gallery photos and of a disguised chelsea, extracted alike."""
+    """Each family's features of the gallery photos and of a disguised chelsea, extracted alike; the
+    joined family's extractor runs on two of them (each family's network once per image is enough)."""
     query = str(_disguise(photos["chelsea"], tmp_path_factory.mktemp("joined") / "q.jpg"))
     gallery = [str(photos[n]) for n in PHOTOS]
     out = {}
-    for family in ("sift", "disk", "sift+disk"):
+    for family in ("sift", "disk"):
         found = _extract(family, [*gallery, query])
         out[family] = (found[:-1], found[-1])
+    layout = create_extractor("sift+disk").layout
+    both = [joined([s, d], layout) for s, d in zip(out["sift"][0], out["disk"][0], strict=True)]
+    out["sift+disk"] = (both, joined([out["sift"][1], out["disk"][1]], layout))
+    out["extracted"] = (_extract("sift+disk", [gallery[0], query]), None)
     return out
 
 
@@ -47,6 +52,10 @@ def _matcher(family: str, gallery: list, labels: list[str] = PHOTOS) -> LnbnnMat
 
 def test_joined_features_are_each_familys_in_its_own_block(families) -> None:
     sift, disk, both = (families[f][0] for f in ("sift", "disk", "sift+disk"))
+    extracted = families["extracted"][0]
+    for got, want in zip(extracted, [both[0], families["sift+disk"][1]], strict=True):  # the extractor itself
+        assert np.array_equal(got.descriptors, want.descriptors) and np.array_equal(got.keypoints, want.keypoints)
+        assert np.allclose(got.weights, want.weights, atol=1e-5) and got.size == want.size  # maps batched apart
     for s, d, j in zip(sift, disk, both, strict=True):
         assert j.descriptors.dtype == np.float16 and j.descriptors.shape == (len(s) + len(d), 256)
         assert not np.any(j.descriptors[: len(s), 128:]) and not np.any(j.descriptors[len(s) :, :128])
