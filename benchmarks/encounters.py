@@ -57,6 +57,10 @@ def main() -> None:
     stem = f"encounters_{args.dataset}{'_' + args.tag if args.tag else ''}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": args.dataset, "image_size": args.image_size, "train": TRAIN, "local": cfg.local.__dict__}
+    protocols = args.protocols.split(",")
+    if (RESULTS / f"{stem}.json").is_file():  # a run of some protocols keeps the others' rows
+        earlier = json.loads((RESULTS / f"{stem}.json").read_text())["rows"]
+        rows = [r for r in earlier if r["protocol"] not in protocols] + rows
     (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     lines = [
         f"# Viewpoints and encounters on {args.dataset} ({len(images)} evaluation images)",
@@ -68,7 +72,8 @@ def main() -> None:
         cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in FIGURES]
         lines.append(f"| {r['protocol']} | {r['viewpoints']} | {r['system']} | {r['answer']} | {' | '.join(cells)} |")
     sets = "".join(f" --set {a}" for a in args.set)
-    command = f"python benchmarks/encounters.py --dataset {args.dataset} --image-size {args.image_size}{sets}"
+    tag = f" --tag {args.tag} --work WORK" if args.tag else ""
+    command = f"python benchmarks/encounters.py --dataset {args.dataset} --image-size {args.image_size}{sets}{tag}"
     lines += ["", f"Reproduce: `{command}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 

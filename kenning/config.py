@@ -107,6 +107,7 @@ class LocalConfig:
     k: int = 5  # LNBNN: nearest descriptors that vote; the next one is the normaliser
     shortlist: int = 100  # gallery images scored locally per query when the gallery is too large for one index
     max_descriptors: int = 2_000_000  # gallery descriptors up to which one index of all of them is searched
+    spatial: int = 0  # best images per query whose LNBNN votes are re-scored by one transform's inliers; 0: off
     verify: int = 0  # candidate identities per query checked geometrically (RANSAC inliers, a fused part); 0: off
     glue: int = 0  # candidate identities per query re-matched by the family's learned matcher (a fused part); 0: off
 
@@ -174,6 +175,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "local.k": (1, 100),
     "local.shortlist": (1, 100_000),
     "local.max_descriptors": (1, None),
+    "local.spatial": (0, 1000),
     "local.verify": (0, 100),
     "local.glue": (0, 100),
 }

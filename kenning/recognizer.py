@@ -195,7 +195,9 @@ class Recognizer:
                 base, tail, dead = self.index.local_layout()
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
                 labels = self.index.labels_of(_ids(base, tail))
-                self._matcher = matcher(base, labels, cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail)
+                self._matcher = matcher(
+                    base, labels, cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail, spatial=cfg.spatial
+                )
                 self._previous_matcher = None
             return self._matcher
 
@@ -261,10 +263,12 @@ class Recognizer:
                 parts = [base] if tail is None else [base, tail]
                 if sum(p.descriptor_count for p in parts) <= cfg.max_descriptors:  # one structure: copying is cheap
                     subset = concat(parts, self.index.manifest.descriptor_layout).select(~off)
-                    built = matcher(subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors)
+                    built = matcher(
+                        subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors, spatial=cfg.spatial
+                    )
                 else:  # shortlist matching: the incompatible rows are skipped like forgotten ones
                     labels, skipped = self.index.labels_of(ids), np.flatnonzero(off)
-                    built = matcher(base, labels, cfg.k, cfg.max_descriptors, skipped, None, tail)
+                    built = matcher(base, labels, cfg.k, cfg.max_descriptors, skipped, None, tail, spatial=cfg.spatial)
                 self._view_matchers[view] = built
             return self._view_matchers[view]
 

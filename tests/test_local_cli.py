@@ -163,3 +163,21 @@ def test_spatial_verification_is_a_calibrated_score_part(local_model: Path, loca
     manifest["local"]["verify"] = 0  # a manifest claiming no verification for a fusion fitted with it
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert_refused(cli("query", photo, "--index", out), "local.verify")
+
+
+def test_spatial_rescoring_is_stored_and_scores_only_the_best_images_checked(
+    indexes: tuple[Path, Path], local_model: Path, local_demo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "rescored"
+    build_local_index(local_model, local_demo, out, "sift", "--set", "local.spatial=2")
+    assert GalleryIndex.load(out).manifest.local["spatial"] == 2
+    photos = _queries(local_demo)[:3]  # gallery photos: each agrees with itself geometrically
+    for plain, checked in zip(
+        _answers(cli("query", *photos, "--index", indexes[1], "--json")),
+        _answers(cli("query", *photos, "--index", out, "--json")),
+        strict=True,
+    ):
+        scored = [p for p in checked["predictions"] if p.get("scores", {}).get("local", 0) > 0]
+        assert 1 <= len(scored) <= 2  # identities of the 2 images re-scored, no other
+        assert checked["predictions"][0]["label"] == plain["predictions"][0]["label"]
+        assert len([p for p in plain["predictions"] if p.get("scores", {}).get("local", 0) > 0]) > 2

@@ -5,7 +5,8 @@ are. Lowe's ratio test keeps the distinctive matches, and RANSAC (OpenCV) finds 
 consistent with one similarity transform (rotation, uniform scale, translation: a photo of the same
 flank or facade from a little further or tilted). The inlier count is a score part of its own,
 calibrated like the others. A similarity rather than a homography: four parameters are fitted
-more reliably from the few matches a bending animal gives than eight.
+more reliably from the few matches a bending animal gives than eight. `consistent` applies the
+same test to LNBNN's own votes for one gallery image (`local.spatial`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from kenning.local.featureset import LocalFeatures, as_float
 RATIO = 0.8  # Lowe's ratio test: nearest / second-nearest descriptor distance
 MIN_MATCHES = 6  # fewer ratio-test matches than this cannot vote for a transform
 REPROJECTION_PX = 12.0  # RANSAC inlier tolerance, in pixels of the stored keypoint coordinates
+TOLERANCE = REPROJECTION_PX / 512  # the same, as a share of the target image's longest side
+MIN_INLIERS = 3  # fewer votes than this that agree on a transform are chance
 
 
 def inliers(query: LocalFeatures, gallery: LocalFeatures) -> int:
@@ -36,3 +39,18 @@ def inliers(query: LocalFeatures, gallery: LocalFeatures) -> int:
     cv2.setRNGSeed(0)  # RANSAC's samples: the same answer for the same photos, run after run
     _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION_PX)
     return 0 if mask is None else int(mask.sum())
+
+
+def consistent(src: np.ndarray, dst: np.ndarray, side: float) -> np.ndarray:
+    """Which correspondences src[i] -> dst[i] one similarity transform explains, to within
+    TOLERANCE of `side` (the target image's longest side); none when fewer than MIN_INLIERS do."""
+    out = np.zeros(len(src), bool)
+    if len(src) < MIN_INLIERS:
+        return out
+    cv2.setRNGSeed(0)
+    _, mask = cv2.estimateAffinePartial2D(
+        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC, ransacReprojThreshold=TOLERANCE * side
+    )
+    if mask is not None and mask.sum() >= MIN_INLIERS:
+        out = mask.ravel().astype(bool)
+    return out

@@ -3,6 +3,7 @@ occluded copy of a photo finds its source first by LNBNN, with the foreground ma
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -93,16 +94,44 @@ def test_a_matcher_over_base_and_enrolments_scores_as_one_over_the_live_images(
     base = LnbnnMatcher(everything.select(first), labels[:4], k=3, max_descriptors=limit)
     # later: "camera" and "immunohistochemistry" enrolled, "coffee" (row 1) forgotten
     later = everything.select(~first)
-    grown = LnbnnMatcher(everything.select(first), labels, 3, limit, dead=np.array([1]), reuse=base, tail=later)
     live = np.arange(len(PHOTOS)) != 1
-    plain = LnbnnMatcher(everything.select(live), labels[live], k=3, max_descriptors=limit)
-    assert grown.index is base.index and (grown.tail is not None) == (limit > 1) and grown.searchable == (limit > 1)
     everyone = np.arange(len(PHOTOS))
-    for query in features:
-        a, b = grown.score(query, candidates=everyone), plain.score(query, candidates=everyone)
-        assert a.labels == b.labels and "coffee" not in a.labels
-        np.testing.assert_allclose(a.label_scores, b.label_scores, rtol=1e-5)
-        np.testing.assert_array_equal(a.image_ids, b.image_ids)
+    for spatial in (0, 3):  # re-scored from inliers: the enrolments' keypoints are read from the tail
+        grown = LnbnnMatcher(
+            everything.select(first), labels, 3, limit, dead=np.array([1]), reuse=base, tail=later, spatial=spatial
+        )
+        plain = LnbnnMatcher(everything.select(live), labels[live], k=3, max_descriptors=limit, spatial=spatial)
+        assert grown.index is base.index and (grown.tail is not None) == (limit > 1)
+        assert grown.searchable == (limit > 1)
+        for query in features:
+            a, b = grown.score(query, candidates=everyone), plain.score(query, candidates=everyone)
+            assert a.labels == b.labels and "coffee" not in a.labels
+            assert len(a.labels) <= (3 if spatial else len(PHOTOS))
+            np.testing.assert_allclose(a.label_scores, b.label_scores, rtol=1e-5)
+            np.testing.assert_array_equal(a.image_ids, b.image_ids)
     if limit > 1:
         other_base = LnbnnMatcher(everything, labels, k=3, reuse=base)  # another base: rebuilt
         assert other_base.index is not base.index
+
+
+def test_spatial_rescoring_keeps_the_votes_of_a_true_match_and_drops_scrambled_ones(
+    photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """A gallery copy of the source whose keypoints are shuffled has the same descriptors, so plain
+    LNBNN scores it like the source; no one transform explains its votes, so re-scored it drops out."""
+    cfg = LocalConfig(method="sift", max_keypoints=400)
+    features = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False).features
+    source = features[PHOTOS.index("chelsea")]
+    order = np.random.default_rng(0).permutation(len(source))
+    scrambled = dataclasses.replace(source, keypoints=source.keypoints[order])
+    gallery = FeatureSet.of(range(len(PHOTOS) + 1), [*features, scrambled], LAYOUT)
+    labels = np.array([*PHOTOS, "scrambled"])
+    query = extract_paths([str(_disguise(photos["chelsea"], tmp_path / "q.jpg"))], cfg, progress=False).features[0]
+    plain = LnbnnMatcher(gallery, labels, k=3).score(query)
+    checked = LnbnnMatcher(gallery, labels, k=3, spatial=3).score(query)
+    plain_of = dict(zip(plain.labels, plain.label_scores, strict=True))
+    checked_of = dict(zip(checked.labels, checked.label_scores, strict=True))
+    assert plain_of["scrambled"] > 0.5 * plain_of["chelsea"]  # the descriptors alone cannot tell them apart
+    assert checked.labels[0] == "chelsea" and checked_of["chelsea"] > 0.5 * plain_of["chelsea"]
+    assert checked_of.get("scrambled", 0.0) < 0.1 * checked_of["chelsea"]
+    assert set(checked.labels) <= set(plain.labels[:3])  # only the 3 best images were re-scored

@@ -10,7 +10,7 @@ import numpy as np
 from kenning.config import LocalConfig
 from kenning.local.features import extract_paths
 from kenning.local.featureset import LocalFeatures
-from kenning.local.spatial import inliers
+from kenning.local.spatial import consistent, inliers
 from tests.local.test_lnbnn import PHOTOS, _disguise, photos  # noqa: F401 (photos: the fixture)
 
 
@@ -27,3 +27,15 @@ def test_a_disguised_copy_has_many_inliers_with_its_source_only(photos: dict[str
         np.zeros((12, 12), np.float16), (10, 10),
     )  # fmt: skip
     assert inliers(query, nothing) == 0 and inliers(nothing, query) == 0
+
+
+def test_consistent_finds_the_correspondences_of_one_similarity_transform() -> None:
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 500, (60, 2))
+    angle, scale = np.deg2rad(20), 0.8
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ rotation.T + [40, -10]
+    dst[40:] = rng.uniform(0, 500, (20, 2))  # a third of them chance
+    inlier = consistent(src, dst, side=500)
+    assert inlier[:40].all() and inlier[40:].sum() <= 2
+    assert not consistent(src[:2], dst[:2], side=500).any()  # too few to be evidence
