@@ -108,6 +108,7 @@ class LocalConfig:
     shortlist: int = 100  # gallery images scored locally per query when the gallery is too large for one index
     max_descriptors: int = 2_000_000  # gallery descriptors up to which one index of all of them is searched
     spatial: int = 0  # best images per query whose LNBNN votes are re-scored by one transform's inliers; 0: off
+    identity_score: str = "best_image"  # LNBNN: an identity as its best image, or nsum (each descriptor's best vote)
     verify: int = 0  # candidate identities per query checked geometrically (RANSAC inliers, a fused part); 0: off
     glue: int = 0  # candidate identities per query re-matched by the family's learned matcher (a fused part); 0: off
 
@@ -126,6 +127,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "index.calibrate": ("map@5", "gap", "far", "balanced"),
     "index.normalise": ("none", "cohort"),
     "index.viewpoints": ("compatible", "any"),
+    "local.identity_score": ("best_image", "nsum"),
 }
 
 # Numeric keys: the range a value must lie in, (low, high), None unbounded; "(" makes low exclusive.

@@ -196,7 +196,7 @@ class Recognizer:
                 matcher = matcher_class(self.index.manifest.extractor.matcher)
                 labels = self.index.labels_of(_ids(base, tail))
                 self._matcher = matcher(
-                    base, labels, cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail, spatial=cfg.spatial
+                    base, labels, cfg.k, cfg.max_descriptors, dead, self._previous_matcher, tail, **_scoring(cfg)
                 )
                 self._previous_matcher = None
             return self._matcher
@@ -264,11 +264,11 @@ class Recognizer:
                 if sum(p.descriptor_count for p in parts) <= cfg.max_descriptors:  # one structure: copying is cheap
                     subset = concat(parts, self.index.manifest.descriptor_layout).select(~off)
                     built = matcher(
-                        subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors, spatial=cfg.spatial
+                        subset, self.index.labels_of(subset.ids), cfg.k, cfg.max_descriptors, **_scoring(cfg)
                     )
                 else:  # shortlist matching: the incompatible rows are skipped like forgotten ones
                     labels, skipped = self.index.labels_of(ids), np.flatnonzero(off)
-                    built = matcher(base, labels, cfg.k, cfg.max_descriptors, skipped, None, tail, spatial=cfg.spatial)
+                    built = matcher(base, labels, cfg.k, cfg.max_descriptors, skipped, None, tail, **_scoring(cfg))
                 self._view_matchers[view] = built
             return self._view_matchers[view]
 
@@ -337,6 +337,11 @@ class Recognizer:
         label = check_enrol_label(label, self.unknown_label)
         probes = self.reader.read(paths, bool(self.index.manifest.local))
         return enroll_probes(self.index_dir, probes, paths, label, image_ids, metadata)
+
+
+def _scoring(cfg: LocalConfig) -> dict[str, int | str]:
+    """How the matcher turns votes into identity scores (the same for every matcher of an index)."""
+    return {"spatial": cfg.spatial, "identity_score": cfg.identity_score}
 
 
 def _ids(base: FeatureSet, tail: FeatureSet | None) -> np.ndarray:

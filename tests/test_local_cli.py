@@ -168,9 +168,13 @@ def test_spatial_verification_is_a_calibrated_score_part(local_model: Path, loca
 def test_spatial_rescoring_is_stored_and_scores_only_the_best_images_checked(
     indexes: tuple[Path, Path], local_model: Path, local_demo: Path, tmp_path: Path
 ) -> None:
+    """Name scoring on top: an identity sums only the votes its checked images kept."""
     out = tmp_path / "rescored"
-    build_local_index(local_model, local_demo, out, "sift", "--set", "local.spatial=2")
-    assert GalleryIndex.load(out).manifest.local["spatial"] == 2
+    build_local_index(
+        local_model, local_demo, out, "sift", "--set", "local.spatial=2", "--set", "local.identity_score=nsum"
+    )
+    stored = GalleryIndex.load(out).manifest.local
+    assert stored["spatial"] == 2 and stored["identity_score"] == "nsum"
     photos = _queries(local_demo)[:3]  # gallery photos: each agrees with itself geometrically
     for plain, checked in zip(
         _answers(cli("query", *photos, "--index", indexes[1], "--json")),

@@ -8,7 +8,9 @@ scores nothing; one that matches a single animal much better than the rest score
 
 With `spatial` N, the N best images keep only the votes one similarity transform of the query
 onto them explains, and the rest are dropped (HotSpotter's spatial verification; on nyala train
-RootSIFT Recall@1 0.243 -> 0.258 at N=30, benchmarks/spatial_rescoring.py).
+RootSIFT Recall@1 0.243 -> 0.258 at N=30, benchmarks/spatial_rescoring.py). With `identity_score`
+nsum, an identity sums each query descriptor's best vote among its images instead of scoring as its
+best image (HotSpotter's name scoring; WBIA's default).
 
 One FAISS index over every gallery descriptor while they fit (`max_descriptors`); above that the
 query is scored only against a shortlist of gallery images (the global embedding's nearest).
@@ -50,9 +52,11 @@ class LnbnnMatcher:
         reuse: LnbnnMatcher | None = None,
         tail: FeatureSet | None = None,
         spatial: int = 0,
+        identity_score: str = "best_image",
     ):
         self.gallery = gallery
         self.spatial = spatial
+        self.nsum = identity_score == "nsum"
         self.tail_set = tail if tail is not None and len(tail) else None
         self.ids, self.offsets = gallery.ids, gallery.offsets
         if self.tail_set is not None:  # global rows: the base's, then the tail's
@@ -160,10 +164,14 @@ class LnbnnMatcher:
         for p in np.unique(part[query_kp]):
             voted = first_image & (part[query_kp] == p)[:, None]
             in_part = np.bincount(rows[voted], gain[voted], minlength=len(self.ids))
-            best = np.zeros(len(self.names))
-            np.maximum.at(best, self.codes, in_part)
             image_scores += in_part
-            label_scores += best
+            if not self.nsum:
+                best = np.zeros(len(self.names))
+                np.maximum.at(best, self.codes, in_part)
+                label_scores += best
+        if self.nsum:
+            q, j = np.nonzero(first_image)
+            label_scores = _nsum(q, self.codes[rows[q, j]], gain[q, j], len(self.names))
         scored_images = np.flatnonzero(image_scores > 0)
         scored_images = scored_images[np.argsort(-image_scores[scored_images], kind="stable")]
         scored_labels = np.flatnonzero(label_scores > 0)
@@ -209,6 +217,17 @@ def _same_base(other: LnbnnMatcher, gallery: FeatureSet) -> bool:
 def _codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     names, codes = np.unique(labels, return_inverse=True) if len(labels) else (np.zeros(0, object), np.zeros(0, int))
     return codes.astype(np.int64), names
+
+
+def _nsum(query_rows: np.ndarray, codes: np.ndarray, gains: np.ndarray, identities: int) -> np.ndarray:
+    """HotSpotter's name scoring: each query descriptor gives an identity its best vote among that
+    identity's images, and the identity sums them. Several photos of an animal can then each explain
+    a different part of the query, while one descriptor still counts once per identity."""
+    key = query_rows.astype(np.int64) * identities + codes
+    order = np.lexsort((-gains, key))  # per (descriptor, identity), the best vote first
+    key, codes, gains = key[order], codes[order], gains[order]
+    best = np.r_[True, key[1:] != key[:-1]]
+    return np.bincount(codes[best], gains[best], minlength=identities)
 
 
 def _first_occurrence(values: np.ndarray) -> np.ndarray:

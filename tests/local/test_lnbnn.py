@@ -135,3 +135,32 @@ def test_spatial_rescoring_keeps_the_votes_of_a_true_match_and_drops_scrambled_o
     assert checked.labels[0] == "chelsea" and checked_of["chelsea"] > 0.5 * plain_of["chelsea"]
     assert checked_of.get("scrambled", 0.0) < 0.1 * checked_of["chelsea"]
     assert set(checked.labels) <= set(plain.labels[:3])  # only the 3 best images were re-scored
+
+
+def test_name_scoring_sums_each_descriptors_best_vote_over_an_identitys_images(
+    photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Chelsea's photo cut into two overlapping halves, two gallery images of one cat: scored as its
+    best image the cat gets one half's votes, by name scoring (nsum) both halves', a descriptor that
+    voted for both counted once; an identity with one image scores the same either way."""
+    cfg = LocalConfig(method="sift", max_keypoints=400)
+    cat = Image.open(photos["chelsea"])
+    halves = []
+    for i, box in enumerate([(0, 0, cat.width // 2 + 20, cat.height), (cat.width // 2 - 20, 0, cat.width, cat.height)]):
+        cat.crop(box).save(tmp_path / f"half{i}.jpg", quality=92)
+        halves.append(str(tmp_path / f"half{i}.jpg"))
+    others = [n for n in PHOTOS if n != "chelsea"]
+    features = extract_paths(halves + [str(photos[n]) for n in others], cfg, progress=False).features
+    gallery = FeatureSet.of(range(len(features)), features, LAYOUT)
+    labels = np.array(["cat", "cat", *others])
+    query = extract_paths([str(_disguise(photos["chelsea"], tmp_path / "q.jpg"))], cfg, progress=False).features[0]
+    best = LnbnnMatcher(gallery, labels, k=3).score(query)
+    nsum = LnbnnMatcher(gallery, labels, k=3, identity_score="nsum").score(query)
+    best_of = dict(zip(best.labels, best.label_scores, strict=True))
+    nsum_of = dict(zip(nsum.labels, nsum.label_scores, strict=True))
+    image_of = dict(zip(best.image_ids.tolist(), best.image_scores, strict=True))
+    np.testing.assert_array_equal(nsum.image_ids, best.image_ids)  # images are scored alike
+    assert best_of["cat"] == pytest.approx(max(image_of[0], image_of[1]))
+    assert 1.3 * best_of["cat"] < nsum_of["cat"] < image_of[0] + image_of[1]  # both halves; overlap once
+    for name in others:
+        assert nsum_of.get(name, 0.0) == pytest.approx(best_of.get(name, 0.0))
