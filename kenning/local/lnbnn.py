@@ -226,7 +226,8 @@ def _nsum(query_rows: np.ndarray, codes: np.ndarray, gains: np.ndarray, identiti
     key = query_rows.astype(np.int64) * identities + codes
     order = np.lexsort((-gains, key))  # per (descriptor, identity), the best vote first
     key, codes, gains = key[order], codes[order], gains[order]
-    best = np.r_[True, key[1:] != key[:-1]]
+    best = np.ones(len(key), bool)  # no vote at all (every one dropped): every identity scores 0
+    best[1:] = key[1:] != key[:-1]
     return np.bincount(codes[best], gains[best], minlength=identities)
 
 

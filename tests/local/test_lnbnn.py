@@ -14,7 +14,7 @@ from PIL import Image
 from kenning.config import LocalConfig
 from kenning.local.features import extract_paths
 from kenning.local.featureset import FeatureSet
-from kenning.local.lnbnn import LnbnnMatcher
+from kenning.local.lnbnn import LnbnnMatcher, _nsum
 from kenning.local.sift import LAYOUT, root_sift
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera"]
@@ -164,3 +164,10 @@ def test_name_scoring_sums_each_descriptors_best_vote_over_an_identitys_images(
     assert 1.3 * best_of["cat"] < nsum_of["cat"] < image_of[0] + image_of[1]  # both halves; overlap once
     for name in others:
         assert nsum_of.get(name, 0.0) == pytest.approx(best_of.get(name, 0.0))
+
+
+def test_name_scoring_of_no_vote_is_zero_for_everyone() -> None:
+    """Re-scoring can drop every vote of a query: name scoring then gives every identity 0."""
+    none = np.zeros(0, np.int64)
+    np.testing.assert_array_equal(_nsum(none, none, np.zeros(0), 3), np.zeros(3))
+    np.testing.assert_allclose(_nsum(np.array([0, 0, 1]), np.array([2, 2, 2]), np.array([1.0, 3.0, 2.0]), 3), [0, 0, 5])
