@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def run_together(target: Callable[..., None], args: Sequence[tuple], timeout_s: float = 120) -> None:
@@ -31,4 +32,20 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], group: bool = F
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         proc.send_signal(signal.SIGKILL)
-    return proc.wait()
+    status = proc.wait()
+    if group:  # the launcher's children are not ours to wait for: until they are gone, they hold their locks
+        while _alive_in_group(proc.pid) and time.monotonic() < deadline + 60:
+            time.sleep(0.01)
+    return status
+
+
+def _alive_in_group(group: int) -> bool:
+    """Whether a process of process group `group` still runs (zombies, whose files are closed, do not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(pgrp) == group and state not in "ZX":
+            return True
+    return False
