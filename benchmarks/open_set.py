@@ -8,14 +8,17 @@ every decision rule is calibrated on the held-out queries only and applied to th
 the embedding's k-NN vote and the fused probability, raw or cohort-normalised
 (decision/normalise.py), the threshold chosen for MAP@5 (today's default) or for the balanced
 open-set score. Reported: the false-accept rate on both sides (the transfer), BAKS / BAUS /
-balanced, known and new accuracy, MAP@5, and the review band's share of queries.
+balanced, known and new accuracy, MAP@5, and the review band's share of queries. Each rule also
+answers per encounter (decision/encounters.py: the photos of one sighting answered once, issue 22),
+its threshold calibrated the same way on the held-out identities' encounters.
 
     python benchmarks/open_set.py --dataset nyala
     python benchmarks/open_set.py --dataset lions --image-size 128 --set local.image_side=256 \
         --set local.foreground=0.0 --set local.k=3
 
 With `--tag NAME` the index is local_matching.py's of that tag (built here when missing), so
-`--set local.method=sift+disk --tag sift_disk` scores that run's catalogue index.
+`--set local.method=sift+disk --tag sift_disk` scores that run's catalogue index (or encounters.py's
+of that tag, built the same way).
 Another model: put it at WORK/<dataset>/model-s<size> and pass `--work WORK --tag NAME` (the
 untrained row: `kenning train-embed --data ../shared/data/nyala --out
 runs/bench-untrained/nyala/model-s224 --epochs 0 --embedding-dim 0 --image-size 224 --set
@@ -27,43 +30,60 @@ Writes benchmarks/results/open_set_<dataset>[_<tag>].{json,md}.
 from __future__ import annotations
 
 import json
+from itertools import product
 
 import numpy as np
 from common import RESULTS
 from local_matching import setup
 
 from kenning.build import _metadata
-from kenning.data.metadata import VIEWPOINT, with_metadata
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.data.splits import catalogue_split
+from kenning.decision.encounters import combine
 from kenning.decision.normalise import CohortNorm
 from kenning.decision.rules import Fused, Votes
 from kenning.decision.threshold import calibrate_threshold
-from kenning.decision.voting import place_unknown
+from kenning.decision.voting import RankedLabels, place_unknown
 from kenning.embeddings.checkpoint import load_holdout
 from kenning.eval.protocols import run_protocol
 from kenning.metrics.answers import answer_metrics
 from kenning.recognizer import GLOBAL_CANDIDATES, Recognizer
 
 FIGURES = ["far", "balanced", "baks", "baus", "known_accuracy", "unknown_accuracy", "map@5", "review"]
+ANSWERS = ("photo", "encounter")
 REVIEW = (0.02, 0.05)  # the index defaults: index.review_far, index.review_miss
 
 
 def matched(recognizer: Recognizer, table, known: set[str]) -> dict:
     """One side's queries matched once (both stages, by viewpoint), with their truths."""
     probes = recognizer.read(table["path"].tolist())
-    table = table[probes.ok]
-    views = with_metadata(table)[VIEWPOINT].tolist()
+    table = with_metadata(table[probes.ok])
+    views = table[VIEWPOINT].tolist()
     matches = recognizer.match(probes.vectors, probes.local, width=GLOBAL_CANDIDATES, views=views)
     actual = [lab if lab in known else recognizer.unknown_label for lab in table["label"]]
-    return {"matches": matches, "actual": actual, "identities": table["label"].tolist()}
+    encounters = [e or f"\x00{i}" for i, e in enumerate(table[ENCOUNTER])]  # no encounter: a photo of its own
+    return {"matches": matches, "actual": actual, "identities": table["label"].tolist(), "views": views,
+            "encounters": encounters}  # fmt: skip
 
 
-def figures(rule, side: dict, calibration, unknown: str) -> dict:
+def answered(rule, side: dict, answer: str) -> tuple[list[RankedLabels], list[str], list[str]]:
+    """A side's ranked labels, truths and identities, per photo or per encounter (its photos combined)."""
     ranked = rule.rank(side["matches"].neighbours, side["matches"].candidates)
+    if answer == "photo":
+        return ranked, side["actual"], side["identities"]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(side["encounters"]):
+        groups.setdefault(name, []).append(i)
+    rows = list(groups.values())
+    combined = [combine([ranked[i] for i in r], [side["views"][i] for i in r]) for r in rows]
+    return combined, [side["actual"][r[0]] for r in rows], [side["identities"][r[0]] for r in rows]
+
+
+def figures(ranked: list[RankedLabels], actual: list[str], identities: list[str], calibration, unknown: str) -> dict:
     answers = [place_unknown(r, calibration.threshold, unknown) for r in ranked]
-    truth = np.array(side["actual"], dtype=object)
+    truth = np.array(actual, dtype=object)
     ids = [f"{i:06d}" for i in range(len(truth))]
-    m = answer_metrics(truth, truth != unknown, answers, ids, unknown, calibration.threshold, side["identities"])
+    m = answer_metrics(truth, truth != unknown, answers, ids, unknown, calibration.threshold, identities)
     band = calibration.review
     review = np.mean([band.decide(a.best_similarity) == "review" for a in answers]) if band else 0.0
     return {**{k: m[k] for k in FIGURES if k in m}, "far": m["false_accept_rate"], "review": float(review)}
@@ -71,7 +91,10 @@ def figures(rule, side: dict, calibration, unknown: str) -> dict:
 
 def main() -> None:
     args, cfg, work, model, images = setup(__doc__.splitlines()[0])
-    index_dir = work / f"catalogue-index{'-' + args.tag if args.tag else ''}"  # local_matching.py's, same tag
+    tag = "-" + args.tag if args.tag else ""
+    index_dir = work / f"catalogue-index{tag}"  # local_matching.py's, same tag
+    if not (index_dir / "manifest.json").is_file() and (work / f"catalogue-views-index{tag}/manifest.json").is_file():
+        index_dir = work / f"catalogue-views-index{tag}"  # encounters.py's: the same build, same settings
     if not (index_dir / "manifest.json").is_file():
         run_protocol("catalogue", model, images, cfg.index, index_dir, progress=False, local=cfg.local)
     recognizer = Recognizer.open(index_dir, progress=False)
@@ -96,16 +119,16 @@ def main() -> None:
     rows = []
     for norm_name, norm in (("raw", None), ("cohort", CohortNorm(cfg.index.cohort_skip, cfg.index.cohort_size))):
         votes = Votes(recognizer.votes.k, recognizer.votes.power, norm=norm)
-        for system, rule in (("embedding", votes), ("fused", Fused(fusion, norm=norm))):
-            held = sides["held-out"]
-            ranked = rule.rank(held["matches"].neighbours, held["matches"].candidates)
+        for (system, rule), answer in product((("embedding", votes), ("fused", Fused(fusion, norm=norm))), ANSWERS):
+            answers = {side: answered(rule, data, answer) for side, data in sides.items()}
+            ranked, actual, identities = answers["held-out"]
             for objective in ("map@5", "balanced"):
                 calibration = calibrate_threshold(
-                    ranked, held["actual"], unknown, objective, identities=held["identities"], review=REVIEW
+                    ranked, actual, unknown, objective, identities=identities, review=REVIEW
                 )
-                row = {"system": system, "scores": norm_name, "objective": objective}
-                for side, data in sides.items():
-                    row.update({f"{side} {k}": v for k, v in figures(rule, data, calibration, unknown).items()})
+                row = {"system": system, "scores": norm_name, "answer": answer, "objective": objective}
+                for side, parts in answers.items():
+                    row.update({f"{side} {k}": v for k, v in figures(*parts, calibration, unknown).items()})
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -117,12 +140,12 @@ def main() -> None:
     lines = [
         f"# Open-set decisions on {args.dataset}, protocol B: calibrated on held-out identities, applied to test",
         "",
-        "| system | scores | threshold for | " + " | ".join(shown) + " |",
-        "|---|---|---|" + "---|" * len(shown),
+        "| system | scores | answer | threshold for | " + " | ".join(shown) + " |",
+        "|---|---|---|---|" + "---|" * len(shown),
     ]
     for r in rows:
         cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in shown]
-        lines.append(f"| {r['system']} | {r['scores']} | {r['objective']} | {' | '.join(cells)} |")
+        lines.append(f"| {r['system']} | {r['scores']} | {r['answer']} | {r['objective']} | {' | '.join(cells)} |")
     sets = "".join(f" --set {a}" for a in args.set)
     command = f"python benchmarks/open_set.py --dataset {args.dataset} --image-size {args.image_size}{sets}"
     if args.tag:  # another model than local_matching.py's, placed in --work beforehand (see the docstring)
