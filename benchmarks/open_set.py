@@ -149,7 +149,7 @@ def main() -> None:
     sets = "".join(f" --set {a}" for a in args.set)
     command = f"python benchmarks/open_set.py --dataset {args.dataset} --image-size {args.image_size}{sets}"
     if args.tag:  # another model than local_matching.py's, placed in --work beforehand (see the docstring)
-        command += f" --tag {args.tag} --work {args.work}"
+        command += f" --tag {args.tag} --work WORK"
     lines += ["", f"Reproduce: `{command}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
