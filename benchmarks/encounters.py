@@ -73,7 +73,9 @@ def main() -> None:
         lines.append(f"| {r['protocol']} | {r['viewpoints']} | {r['system']} | {r['answer']} | {' | '.join(cells)} |")
     sets = "".join(f" --set {a}" for a in args.set)
     tag = f" --tag {args.tag} --work WORK" if args.tag else ""
-    command = f"python benchmarks/encounters.py --dataset {args.dataset} --image-size {args.image_size}{sets}{tag}"
+    only = "" if args.protocols == "reid,catalogue" else f" --protocols {args.protocols}"
+    command = f"python benchmarks/encounters.py --dataset {args.dataset} --image-size {args.image_size}{only}"
+    command += f"{sets}{tag}"
     lines += ["", f"Reproduce: `{command}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
