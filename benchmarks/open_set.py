@@ -39,7 +39,7 @@ from local_matching import setup
 from kenning.build import _metadata
 from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.data.splits import catalogue_split
-from kenning.decision.encounters import combine
+from kenning.decision.encounters import combine, encounter_rows
 from kenning.decision.normalise import CohortNorm
 from kenning.decision.rules import Fused, Votes
 from kenning.decision.threshold import calibrate_threshold
@@ -71,10 +71,7 @@ def answered(rule, side: dict, answer: str) -> tuple[list[RankedLabels], list[st
     ranked = rule.rank(side["matches"].neighbours, side["matches"].candidates)
     if answer == "photo":
         return ranked, side["actual"], side["identities"]
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(side["encounters"]):
-        groups.setdefault(name, []).append(i)
-    rows = list(groups.values())
+    rows = list(encounter_rows(side["encounters"]).values())
     combined = [combine([ranked[i] for i in r], [side["views"][i] for i in r]) for r in rows]
     return combined, [side["actual"][r[0]] for r in rows], [side["identities"][r[0]] for r in rows]
 

@@ -67,8 +67,7 @@ def split_set(args: argparse.Namespace, family: str) -> tuple[FeatureSet, np.nda
 def index_set(directory: Path) -> tuple[FeatureSet, object, np.ndarray, type, str]:
     """(gallery features, table, viewpoints, matcher class, family) of a built index's base."""
     index = GalleryIndex.load(directory)
-    manifest = index.manifest
-    gallery = FeatureSet.load(directory / manifest.local_base_file, manifest.descriptor_layout)
+    manifest, gallery = index.manifest, index.base_local  # memory-mapped as loaded, not read again
     table = index.base_table.set_index("id").loc[gallery.ids].reset_index()
     views = table["viewpoint"].fillna("").to_numpy().astype(str)
     return gallery, table, views, matcher_class(manifest.extractor.matcher), manifest.require_local().method

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kenning.data.metadata import from_name
-from kenning.decision.encounters import combine
+from kenning.decision.encounters import combine, encounter_rows
 from kenning.decision.rules import Rule
 from kenning.decision.threshold import new_rate_threshold
 from kenning.decision.voting import Prediction
@@ -78,10 +78,7 @@ def answer_encounters(
     threshold = "index" if new_rate is None else new_rate_threshold(ranked, new_rate)
     photos, errors = iter(recognizer.answer(ranked, threshold, top)), iter(probes.errors)
     each = [next(photos) if ok else next(errors) for ok in probes.ok]
-    groups: dict[str, list[int]] = {}
-    for row, i in enumerate(readable):
-        if encounters[i]:
-            groups.setdefault(encounters[i], []).append(row)
+    groups = encounter_rows([encounters[i] for i in readable])
     combined = [combine([ranked[r] for r in rows], [views_read[r] for r in rows]) for rows in groups.values()]
     return each, dict(zip(groups, recognizer.answer(combined, threshold, top), strict=True))
 

@@ -18,6 +18,16 @@ import numpy as np
 from kenning.decision.voting import RankedLabels
 
 
+def encounter_rows(encounters: Sequence[str]) -> dict[str, list[int]]:
+    """The positions of each encounter's photos, encounters in the order they first appear; a photo
+    whose encounter is "" belongs to none."""
+    groups: dict[str, list[int]] = {}
+    for row, name in enumerate(encounters):
+        if name:
+            groups.setdefault(name, []).append(row)
+    return groups
+
+
 def combine(ranked: Sequence[RankedLabels], views: Sequence[str]) -> RankedLabels:
     """The encounter's ranked labels from its photos' (`views[i]`: photo i's viewpoint, "" unknown)."""
     groups = sorted(set(views))
