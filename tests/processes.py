@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -22,30 +23,58 @@ def run_together(target: Callable[..., None], args: Sequence[tuple], timeout_s: 
         assert worker.exitcode == 0, worker.exitcode
 
 
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], group: bool = False, timeout_s: float = 300) -> int:
-    """SIGKILL `proc` (with `group`: its whole session, as a lost machine would) as soon as `ready()`
-    holds, or it ended, or `timeout_s` passed; returns its exit status."""
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], tree: bool = False, timeout_s: float = 300) -> int:
+    """SIGKILL `proc` (with `tree`: it and every process under it at once, as a lost machine would) as
+    soon as `ready()` holds, or it ended, or `timeout_s` passed; returns its exit status."""
     deadline = time.monotonic() + timeout_s
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    if group:
-        os.killpg(proc.pid, signal.SIGKILL)
-    else:
-        proc.send_signal(signal.SIGKILL)
+    doomed = _stopped_tree(proc.pid) if tree else {proc.pid}
+    for pid in doomed:
+        _signal(pid, signal.SIGKILL)
     status = proc.wait()
-    if group:  # the launcher's children are not ours to wait for: until they are gone, they hold their locks
-        while _alive_in_group(proc.pid) and time.monotonic() < deadline + 60:
-            time.sleep(0.01)
+    while any(_running(pid) for pid in doomed) and time.monotonic() < deadline + 60:
+        time.sleep(0.01)  # until the last is gone it holds its locks; torchrun's workers are not ours to wait for
     return status
 
 
-def _alive_in_group(group: int) -> bool:
-    """Whether a process of process group `group` still runs (zombies, whose files are closed, do not)."""
+def _stopped_tree(root: int) -> set[int]:
+    """`root` and its descendants, all stopped (SIGSTOP), so none can start another before the kill.
+
+    Descendants, not a process group: torchrun starts each worker in a session of its own."""
+    pids: set[int] = set()
+    while (found := _descendants(root) | {root}) != pids:
+        pids = found
+        for pid in pids:
+            _signal(pid, signal.SIGSTOP)
+    return pids
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError):
             continue  # ended while we looked
-        if int(pgrp) == group and state not in "ZX":
-            return True
-    return False
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already ended
+        os.kill(pid, sig)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie, whose files are closed, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in "ZX"

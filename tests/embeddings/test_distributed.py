@@ -98,8 +98,8 @@ def test_a_killed_distributed_run_resumes_to_the_uninterrupted_weights(
     _, reference = one_and_two
     killed = tmp_path / "killed"
     args = _train_args(demo_dir, feature_cache, *ARGS)
-    proc = subprocess.Popen(_torchrun(*args, "--out", killed), start_new_session=True)
-    kill_when(proc, (killed / "checkpoints" / "last.pt").exists, group=True)  # the launcher and both workers
+    proc = subprocess.Popen(_torchrun(*args, "--out", killed))
+    kill_when(proc, (killed / "checkpoints" / "last.pt").exists, tree=True)  # the launcher and both workers
     assert not (killed / "manifest.json").exists()
     stopped_at = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= stopped_at < EPOCHS

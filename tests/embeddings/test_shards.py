@@ -56,8 +56,8 @@ def test_a_killed_embed_resumes_without_redoing_finished_chunks(
     out = tmp_path / "emb"
     args = ["embed", "--model", trained_model, "--data", demo_dir, "--split", "test", "--out", out,
             "--chunk-size", "8", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], start_new_session=True)
-    kill_when(proc, lambda: len(list(out.glob("chunk-*.parquet"))) >= 2, group=True)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)])
+    kill_when(proc, lambda: len(list(out.glob("chunk-*.parquet"))) >= 2, tree=True)
     finished = {p.name: p.stat().st_ino for p in out.glob("chunk-*.parquet")}
     total = -(-json.loads((out / "manifest.json").read_text())["rows"] // 8)
     assert 2 <= len(finished) < total
