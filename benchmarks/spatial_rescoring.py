@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--index", type=Path, help="a built protocol A index: its features, its family")
     parser.add_argument("--spatial", default="0,10,30", help="images re-scored per query, comma-separated")
     parser.add_argument("--identity-score", default="best_image", help="best_image and/or nsum, comma-separated")
+    parser.add_argument("--tolerance", default="12", help="RANSAC tolerances, px per 512 px side, comma-separated")
     parser.add_argument("--viewpoints", default="any", choices=["any", "compatible"])
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
@@ -94,12 +96,17 @@ def main() -> None:
             gallery, table, views, matcher_of = split_set(args, family)
         labels = table["label"].to_numpy().astype(str)
         keys = np.array([f"{lab}\x00{sighting_key(i)}" for lab, i in zip(labels, table["image_id"], strict=True)])
+        tolerances = [float(t) for t in args.tolerance.split(",")]
         for spatial in (int(n) for n in args.spatial.split(",")):
-            for identity_score in args.identity_score.split(","):
-                matcher = matcher_of(gallery, labels, k=5, spatial=spatial, identity_score=identity_score)
+            for identity_score, tolerance in product(args.identity_score.split(","), tolerances):
+                if tolerance != tolerances[0] and not spatial:
+                    continue  # no re-scoring: the tolerance changes nothing
+                kwargs = {"spatial": spatial, "identity_score": identity_score, "tolerance": tolerance}
+                matcher = matcher_of(gallery, labels, k=5, **kwargs)
                 top1 = top5 = queries = 0
                 started = time.perf_counter()
-                for q in tqdm(range(len(gallery)), desc=f"{family} {spatial} {identity_score}", unit="query"):
+                setting = f"{family} {spatial} {identity_score} {tolerance}"
+                for q in tqdm(range(len(gallery)), desc=setting, unit="query"):
                     own = keys == keys[q]
                     if args.viewpoints == "compatible" and views[q]:
                         own |= (views != views[q]) & (views != "")
@@ -115,6 +122,7 @@ def main() -> None:
                         "family": family,
                         "spatial": spatial,
                         "identity_score": identity_score,
+                        "tolerance": tolerance,
                         "viewpoints": args.viewpoints,
                         "queries": queries,
                         "recall@1": round(top1 / queries, 3),
@@ -136,15 +144,18 @@ def main() -> None:
             else ["--work WORK", f"--split {args.split}", f"--families {args.families}"]
         )
         + [f"--spatial {args.spatial}", f"--identity-score {args.identity_score}", f"--viewpoints {args.viewpoints}"]
+        + ([f"--tolerance {args.tolerance}"] if args.tolerance != "12" else [])
         + ([f"--tag {args.tag}"] if args.tag else [])
     )
     lines = [
         f"# LNBNN re-scored from spatially consistent votes, nyala {args.split}, protocol A (LNBNN alone)",
         "",
-        "| family | images re-scored | identity score | viewpoints | queries | Recall@1 | Recall@5 | ms / query |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | images re-scored | tolerance (px / 512) | identity score | viewpoints | queries | Recall@1 "
+        "| Recall@5 | ms / query |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {r['family']} | {r['spatial'] or 'off'} | {r['identity_score']} | {r['viewpoints']} | {r['queries']} "
+            f"| {r['family']} | {r['spatial'] or 'off'} | {r['tolerance'] if r['spatial'] else '-'} "
+            f"| {r['identity_score']} | {r['viewpoints']} | {r['queries']} "
             f"| {r['recall@1']} | {r['recall@5']} | {r['ms_per_query']} |"
             for r in rows
         ),

@@ -108,6 +108,7 @@ class LocalConfig:
     shortlist: int = 100  # gallery images scored locally per query when the gallery is too large for one index
     max_descriptors: int = 2_000_000  # gallery descriptors up to which one index of all of them is searched
     spatial: int = 0  # best images per query whose LNBNN votes are re-scored by one transform's inliers; 0: off
+    spatial_tolerance: float = 12.0  # px per 512 px of the gallery image's longest side: a vote fits the transform
     identity_score: str = "best_image"  # LNBNN: an identity as its best image, or nsum (each descriptor's best vote)
     verify: int = 0  # candidate identities per query checked geometrically (RANSAC inliers, a fused part); 0: off
     glue: int = 0  # candidate identities per query re-matched by the family's learned matcher (a fused part); 0: off
@@ -178,6 +179,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "local.shortlist": (1, 100_000),
     "local.max_descriptors": (1, None),
     "local.spatial": (0, 1000),
+    "local.spatial_tolerance": ("(", 0.0, 512.0),
     "local.verify": (0, 100),
     "local.glue": (0, 100),
 }

@@ -339,9 +339,9 @@ class Recognizer:
         return enroll_probes(self.index_dir, probes, paths, label, image_ids, metadata)
 
 
-def _scoring(cfg: LocalConfig) -> dict[str, int | str]:
+def _scoring(cfg: LocalConfig) -> dict[str, int | float | str]:
     """How the matcher turns votes into identity scores (the same for every matcher of an index)."""
-    return {"spatial": cfg.spatial, "identity_score": cfg.identity_score}
+    return {"spatial": cfg.spatial, "tolerance": cfg.spatial_tolerance, "identity_score": cfg.identity_score}
 
 
 def _ids(base: FeatureSet, tail: FeatureSet | None) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kenning.local.featureset import FeatureSet, LocalFeatures, LocalScores, as_float, rows_by_id
-from kenning.local.spatial import consistent
+from kenning.local.spatial import REPROJECTION_PX, consistent
 
 EXCLUDED_SLACK = 8  # extra neighbours fetched per query descriptor when some gallery images are excluded
 FLAT_LIMIT = 200_000  # descriptors searched exactly up to this; IVF above (approximate, ~20x faster)
@@ -53,9 +53,10 @@ class LnbnnMatcher:
         tail: FeatureSet | None = None,
         spatial: int = 0,
         identity_score: str = "best_image",
+        tolerance: float = REPROJECTION_PX,
     ):
         self.gallery = gallery
-        self.spatial = spatial
+        self.spatial, self.tolerance = spatial, tolerance
         self.nsum = identity_score == "nsum"
         self.tail_set = tail if tail is not None and len(tail) else None
         self.ids, self.offsets = gallery.ids, gallery.offsets
@@ -201,7 +202,8 @@ class LnbnnMatcher:
         kept = np.zeros_like(votes)
         for row in top[image_scores[top] > 0]:
             q, j = np.nonzero(votes & (rows == row))
-            inlier = consistent(query_xy[q], self._rows_at("keypoints", pos[q, j])[:, :2], float(self.sizes[row].max()))
+            gallery_xy, side = self._rows_at("keypoints", pos[q, j])[:, :2], float(self.sizes[row].max())
+            inlier = consistent(query_xy[q], gallery_xy, side, self.tolerance)
             kept[q[inlier], j[inlier]] = True
         return kept
 

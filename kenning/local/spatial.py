@@ -20,7 +20,6 @@ from kenning.local.featureset import LocalFeatures, as_float
 RATIO = 0.8  # Lowe's ratio test: nearest / second-nearest descriptor distance
 MIN_MATCHES = 6  # fewer ratio-test matches than this cannot vote for a transform
 REPROJECTION_PX = 12.0  # RANSAC inlier tolerance, in pixels of the stored keypoint coordinates
-TOLERANCE = REPROJECTION_PX / 512  # the same, as a share of the target image's longest side
 MIN_INLIERS = 3  # fewer votes than this that agree on a transform are chance
 
 
@@ -41,15 +40,16 @@ def inliers(query: LocalFeatures, gallery: LocalFeatures) -> int:
     return 0 if mask is None else int(mask.sum())
 
 
-def consistent(src: np.ndarray, dst: np.ndarray, side: float) -> np.ndarray:
+def consistent(src: np.ndarray, dst: np.ndarray, side: float, tolerance: float = REPROJECTION_PX) -> np.ndarray:
     """Which correspondences src[i] -> dst[i] one similarity transform explains, to within
-    TOLERANCE of `side` (the target image's longest side); none when fewer than MIN_INLIERS do."""
+    `tolerance` px per 512 px of `side` (the target image's longest side, so the same share at any
+    size); none when fewer than MIN_INLIERS do."""
     out = np.zeros(len(src), bool)
     if len(src) < MIN_INLIERS:
         return out
     cv2.setRNGSeed(0)
     _, mask = cv2.estimateAffinePartial2D(
-        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC, ransacReprojThreshold=TOLERANCE * side
+        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC, ransacReprojThreshold=tolerance * side / 512
     )
     if mask is not None and mask.sum() >= MIN_INLIERS:
         out = mask.ravel().astype(bool)

@@ -39,3 +39,16 @@ def test_consistent_finds_the_correspondences_of_one_similarity_transform() -> N
     inlier = consistent(src, dst, side=500)
     assert inlier[:40].all() and inlier[40:].sum() <= 2
     assert not consistent(src[:2], dst[:2], side=500).any()  # too few to be evidence
+
+
+def test_the_tolerance_is_a_share_of_the_gallery_image_side() -> None:
+    rng = np.random.default_rng(2)
+    src = rng.uniform(0, 500, (60, 2))
+    dst = src + np.array([25.0, 5.0])
+    bent = np.arange(0, 60, 3)  # a body bends: every third match lands 18 px (of a 512 px side) off
+    dst[bent] += rng.choice([-1, 1], (len(bent), 2)) * 18 / np.sqrt(2)
+    strict, loose = consistent(src, dst, side=512, tolerance=12), consistent(src, dst, side=512, tolerance=30)
+    assert strict.sum() == 60 - len(bent) and not strict[bent].any()
+    assert loose.sum() > strict.sum() and loose[bent].sum() >= 0.8 * len(bent)
+    bigger = consistent(src * 2, dst * 2, side=1024, tolerance=30)  # the same photos at twice the size
+    assert (bigger == loose).all()
