@@ -8,7 +8,8 @@ every decision rule is calibrated on the held-out queries only and applied to th
 the embedding's k-NN vote and the fused probability, raw or cohort-normalised
 (decision/normalise.py), the threshold chosen for MAP@5 (today's default) or for the balanced
 open-set score. Reported: the false-accept rate on both sides (the transfer), BAKS / BAUS /
-balanced, known and new accuracy, MAP@5, and the review band's share of queries. Each rule also
+balanced, known and new accuracy, MAP@5, the review band's share of queries, and the known
+queries' closed-set Recall@1 (their first identity, no threshold). Each rule also
 answers per encounter (decision/encounters.py: the photos of one sighting answered once, issue 22),
 its threshold calibrated the same way on the held-out identities' encounters.
 
@@ -83,7 +84,10 @@ def figures(ranked: list[RankedLabels], actual: list[str], identities: list[str]
     m = answer_metrics(truth, truth != unknown, answers, ids, unknown, calibration.threshold, identities)
     band = calibration.review
     review = np.mean([band.decide(a.best_similarity) == "review" for a in answers]) if band else 0.0
-    return {**{k: m[k] for k in FIGURES if k in m}, "far": m["false_accept_rate"], "review": float(review)}
+    first = np.array([bool(r.labels) and r.labels[0] == a for r, a in zip(ranked, actual, strict=True)])
+    closed = float(first[truth != unknown].mean())  # the known queries' first identity, no threshold (issue 24)
+    return {**{k: m[k] for k in FIGURES if k in m}, "far": m["false_accept_rate"], "review": float(review),
+            "closed_recall@1": closed}  # fmt: skip
 
 
 def main() -> None:
@@ -133,7 +137,7 @@ def main() -> None:
     meta = {"dataset": args.dataset, "cohort": [cfg.index.cohort_skip, cfg.index.cohort_size], "review": REVIEW}
     (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     shown = ["held-out far", "test far", "test balanced", "test baks", "test baus", "test known_accuracy",
-             "test unknown_accuracy", "test map@5", "test review"]  # fmt: skip
+             "test unknown_accuracy", "test map@5", "test review", "test closed_recall@1"]  # fmt: skip
     lines = [
         f"# Open-set decisions on {args.dataset}, protocol B: calibrated on held-out identities, applied to test",
         "",
