@@ -46,7 +46,7 @@ def rescore(index: Path, out: Path, sets: list[str]) -> None:
     shutil.copytree(index, out, ignore=shutil.ignore_patterns("*.lock"))
     manifest = json.loads((out / "manifest.json").read_text())
     local = dataclasses.asdict(cfg.local)
-    manifest["local"].update({k.split(".", 1)[1]: local[k.split(".", 1)[1]] for k in overrides if k in SCORING})
+    manifest["local"].update({key: local[key] for key in (k.split(".", 1)[1] for k in overrides if k in SCORING)})
     atomic_write_json(out / "manifest.json", manifest)  # a copy no one else has opened yet: no lock to take
     recognizer = Recognizer.open(out)
     model_dir, fingerprint = recognizer.index.manifest.model_dir, recognizer.model_manifest.fingerprint

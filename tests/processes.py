@@ -53,11 +53,8 @@ def _stopped_tree(root: int) -> set[int]:
 def _descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError):
-            continue  # ended while we looked
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+        if fields := _stat(stat):
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, todo = set(), [root]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -73,8 +70,13 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def _running(pid: int) -> bool:
     """Whether `pid` still runs (a zombie, whose files are closed, does not)."""
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return bool(fields) and fields[0] not in "ZX"
+
+
+def _stat(path: Path) -> list[str] | None:
+    """A /proc stat line's fields after the command name (state, ppid, ...); None once it ended."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return path.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return state not in "ZX"
+        return None
