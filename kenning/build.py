@@ -271,7 +271,14 @@ def _calibrate(
     if holdout is None or holdout.empty:  # no threshold: unknown is never answered
         return None
     result = calibrate_on_holdout(
-        recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds, cfg.resamples, (cfg.review_far, cfg.review_miss)
+        recognizer,
+        holdout,
+        cfg.calibrate,
+        cfg.target_far,
+        thresholds,
+        cfg.resamples,
+        (cfg.review_far, cfg.review_miss),
+        bagged=cfg.threshold_choice == "bagged",
     )
     _warn_if_wide(result.main)
     embedding, fused = result.embedding, None
@@ -330,11 +337,12 @@ def calibrate_on_holdout(
     thresholds: bool = True,
     resamples: int = 0,
     review: tuple[float, float] | None = None,
+    bagged: bool = False,
 ) -> HoldoutCalibration:
     """Protocol B on the held-out identities, through the query path: fit the fusion (with local
     matching) and, when `thresholds`, choose each path's unknown threshold by `objective`, its
-    spread measured on `resamples` bootstrap draws of the identities and, with `review` (review_far,
-    review_miss), a review band around it."""
+    spread measured on `resamples` bootstrap draws of the identities (`bagged`: their median choice is
+    the threshold) and, with `review` (review_far, review_miss), a review band around it."""
     enrolled, queries = catalogue_split(holdout)
     read_enrolled = recognizer.read(enrolled["path"].tolist())
     read_queries = recognizer.read(queries["path"].tolist())
@@ -370,7 +378,15 @@ def calibrate_on_holdout(
         if not thresholds:
             return None
         return calibrate_threshold(
-            ranked, actual, unknown, objective, target_far, identities=identities, resamples=resamples, review=review
+            ranked,
+            actual,
+            unknown,
+            objective,
+            target_far,
+            identities=identities,
+            resamples=resamples,
+            review=review,
+            bagged=bagged,
         )
 
     embedding = calibrate(votes)

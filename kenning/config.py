@@ -83,6 +83,7 @@ class IndexConfig:
     review_far: float = 0.02  # review band: above it at most this share of held-out new queries is named
     review_miss: float = 0.05  # review band: below it at most this share of held-out right answers falls
     resamples: int = 20  # bootstrap draws of the held-out identities measuring the threshold's spread; 0: none
+    threshold_choice: str = "best"  # best: the best on all held-out queries; bagged: the median of the draws' choices
     unknown_label: str = "unknown"
     flip_tta: bool = False
     batch_size: int = 32
@@ -127,6 +128,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "index.backend": ("faiss", "annoy"),
     "index.calibrate": ("map@5", "gap", "far", "balanced"),
     "index.normalise": ("none", "cohort"),
+    "index.threshold_choice": ("best", "bagged"),
     "index.viewpoints": ("compatible", "any"),
     "local.identity_score": ("best_image", "nsum"),
 }
@@ -216,7 +218,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_key(cfg, dotted, value)
+    _check_together(cfg)
     return cfg
+
+
+def _check_together(cfg: Config) -> None:
+    """Keys that are each valid but not together: refused when the config loads, not after the gallery is read."""
+    if cfg.index.threshold_choice == "bagged" and cfg.index.resamples == 0:
+        raise KenningError("index.threshold_choice bagged takes the median of index.resamples draws: set resamples > 0")
 
 
 def option_overrides(sections: tuple[str, ...], **options: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kenning.build import build_from, build_index
@@ -99,3 +100,16 @@ def test_a_cohort_normalised_index_calibrates_loads_and_answers(
     for a, b in zip(normalised.query(photos), raw.query(photos, None), strict=True):
         assert a.decision in ("match", "review", "new")
         assert [x for x in a.labels if x != "unknown"] == [x for x in b.labels if x != "unknown"]
+
+
+def test_a_bagged_threshold_is_stored_and_used(trained_model: Path, demo_dir: Path, tmp_path: Path) -> None:
+    """index.threshold_choice bagged: the threshold the index answers with is the median of the
+    bootstrap draws' choices, stored with them."""
+    test = select_split(read_dataset(demo_dir), "test")
+    cfg = dataclasses.replace(small_config().index, calibrate="balanced", resamples=7, threshold_choice="bagged")
+    _, calibration = build_index(trained_model, test, cfg, tmp_path / "bagged", progress=False)
+    assert calibration is not None and len(calibration.spread.thresholds) > 0
+    assert calibration.threshold == pytest.approx(float(np.median(calibration.spread.thresholds)))
+    opened = Recognizer.open(tmp_path / "bagged", progress=False)
+    assert opened.threshold == pytest.approx(calibration.threshold)
+    assert opened.calibration.spread == calibration.spread

@@ -48,6 +48,8 @@ def test_scenarios_choose_their_training_recipes() -> None:
         ({"train.hflip": 1}, "expects"),
         ({"train.mode": "freeze"}, "must be one of auto, finetune, frozen"),
         ({"loss.miner": "hardest"}, "must be one of"),
+        ({"index.threshold_choice": "mean"}, "must be one of best, bagged"),
+        ({"index.threshold_choice": "bagged", "index.resamples": 0}, "set resamples > 0"),
     ],
 )
 def test_bad_overrides(overrides: dict, message: str | None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from kenning.decision.review import ReviewBand, review_band
 from kenning.decision.voting import RankedLabels, place_unknown
-from kenning.errors import KenningError
+from kenning.errors import KenningError, warn
 from kenning.metrics.answers import answer_metrics
 
 OBJECTIVES = ("map@5", "gap", "far", "balanced")
@@ -181,6 +181,7 @@ def calibrate_threshold(
     resamples: int = 0,
     seed: int = 0,
     review: tuple[float, float] | None = None,
+    bagged: bool = False,
 ) -> Calibration:
     """Sweep thresholds over the observed best similarities and keep the best by `objective`.
 
@@ -189,17 +190,28 @@ def calibrate_threshold(
     `target_far` (it accepts the most known queries within the budget). `identities`: each query's
     true identity (balanced averages per identity; resampling draws identities). `resamples`: that
     many bootstrap draws of the identities, each choosing its own threshold: the spread. `review`:
-    (review_far, review_miss) of a review band around the threshold (decision/review.py).
+    (review_far, review_miss) of a review band around the threshold (decision/review.py). `bagged`:
+    the threshold is the median of the draws' choices instead (bagging: the best of one small sample
+    sits on its noise), its figures measured on all the held-out queries.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    if bagged and not resamples:
+        raise KenningError("a bagged threshold needs bootstrap draws of the held-out identities (resamples > 0)")
     best = np.array([r.best_similarity for r in ranked])
-    curve = sweep(ranked, actual, unknown_label, threshold_grid(best, steps), identities=identities)
-    i = _choose(curve, objective, target_far)
+    grid = threshold_grid(best, steps)
     spread = None
     if resamples:
         groups = list(identities) if identities is not None else list(actual)
         spread = threshold_spread(ranked, actual, groups, unknown_label, objective, target_far, resamples, seed)
+    if bagged and not (spread and spread.thresholds):
+        warn("no bootstrap draw of the held-out identities could choose a threshold: the best of all is kept")
+    if bagged and spread is not None and spread.thresholds:
+        grid = np.unique(np.append(grid, np.median(spread.thresholds)))
+    curve = sweep(ranked, actual, unknown_label, grid, identities=identities)
+    i = _choose(curve, objective, target_far)
+    if bagged and spread is not None and spread.thresholds:
+        i = int(np.flatnonzero(grid == np.median(spread.thresholds))[0])
     band = None if review is None else review_band(ranked, actual, unknown_label, curve[i].threshold, *review)
     return Calibration(
         threshold=curve[i].threshold,

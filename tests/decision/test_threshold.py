@@ -86,3 +86,19 @@ def test_a_new_rate_answers_that_share_of_a_batch_new() -> None:
         assert np.mean([r.best_similarity < t for r in ranked]) == pytest.approx(round(rate * 10) / 10)
     with pytest.raises(KenningError, match="between 0 and 1"):
         new_rate_threshold(ranked, 1.5)
+
+
+def test_a_bagged_threshold_is_the_median_of_the_draws_choices() -> None:
+    rng = np.random.default_rng(3)
+    ranked, actual = queries(list(rng.uniform(0.4, 0.95, 40)), list(rng.uniform(0.2, 0.7, 20)))
+    identities = [f"k{i % 10}" for i in range(40)] + [f"n{i}" for i in range(20)]
+    kwargs = {"identities": identities, "resamples": 25, "seed": 7}
+    bagged = calibrate_threshold(ranked, actual, "unknown", "balanced", bagged=True, **kwargs)
+    best = calibrate_threshold(ranked, actual, "unknown", "balanced", **kwargs)
+    assert bagged.spread == best.spread  # the same draws
+    assert bagged.threshold == pytest.approx(float(np.median(bagged.spread.thresholds)))
+    here = [p for p in bagged.curve if p.threshold == bagged.threshold]
+    assert here == [bagged.chosen]  # its figures are measured on all the held-out queries at that threshold
+    assert bagged.chosen.balanced <= best.chosen.balanced  # the best of the sample is the sample's maximum
+    with pytest.raises(KenningError, match="resamples"):
+        calibrate_threshold(ranked, actual, "unknown", "balanced", identities=identities, bagged=True)
