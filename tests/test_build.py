@@ -112,4 +112,4 @@ def test_a_bagged_threshold_is_stored_and_used(trained_model: Path, demo_dir: Pa
     assert calibration.threshold == pytest.approx(float(np.median(calibration.spread.thresholds)))
     opened = Recognizer.open(tmp_path / "bagged", progress=False)
     assert opened.threshold == pytest.approx(calibration.threshold)
-    assert opened.calibration.spread == calibration.spread
+    assert opened.calibration.spread == calibration.spread and opened.calibration.bagged

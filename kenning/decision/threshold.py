@@ -64,6 +64,7 @@ class Calibration:
     unknown_queries: int
     spread: Spread | None = None  # None: not resampled (an index calibrated before spreads were measured)
     review: ReviewBand | None = None  # None: one threshold decides every answer
+    bagged: bool = False  # the median of the bootstrap draws' choices, not the best on all held-out queries
 
     def to_dict(self) -> dict:
         """What the index manifest stores (JSON)."""
@@ -79,6 +80,7 @@ class Calibration:
             "curve": [asdict(p) for p in self.curve],
             "spread": self.spread.to_dict() if self.spread else None,
             "review": self.review.to_dict() if self.review else None,
+            "bagged": self.bagged,
         }
 
     @classmethod
@@ -110,6 +112,7 @@ class Calibration:
                 int(data["unknown_queries"]),
                 Spread(**data["spread"]) if data.get("spread") else None,
                 ReviewBand(**data["review"]) if data.get("review") else None,
+                bool(data.get("bagged", False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise KenningError("the index's threshold calibration is damaged: rebuild the index") from None
@@ -121,8 +124,10 @@ class Calibration:
         goal = f"false-accept rate <= {self.target_far:.3f}" if self.objective == "far" else self.objective
         far = "-" if self.chosen.far is None else f"{self.chosen.far:.3f}"
         balanced = "" if self.chosen.balanced is None else f", balanced {self.chosen.balanced:.3f}"
+        draws = len(self.spread.thresholds) if self.spread else 0
+        how = f" (bagged: the median of {draws} bootstrap draws' choices)" if self.bagged else ""
         return (
-            f"calibrated for {goal} on {self.queries} held-out queries, {self.unknown_queries} of them new: "
+            f"calibrated for {goal}{how} on {self.queries} held-out queries, {self.unknown_queries} of them new: "
             f"MAP@5 {self.chosen.map5:.4f}, GAP {self.chosen.gap:.4f}, false-accept rate {far}{balanced}"
         )
 
@@ -204,14 +209,13 @@ def calibrate_threshold(
     if resamples:
         groups = list(identities) if identities is not None else list(actual)
         spread = threshold_spread(ranked, actual, groups, unknown_label, objective, target_far, resamples, seed)
-    if bagged and not (spread and spread.thresholds):
+    median = float(np.median(spread.thresholds)) if bagged and spread and spread.thresholds else None
+    if bagged and median is None:
         warn("no bootstrap draw of the held-out identities could choose a threshold: the best of all is kept")
-    if bagged and spread is not None and spread.thresholds:
-        grid = np.unique(np.append(grid, np.median(spread.thresholds)))
+    if median is not None:
+        grid = np.unique(np.append(grid, median))
     curve = sweep(ranked, actual, unknown_label, grid, identities=identities)
-    i = _choose(curve, objective, target_far)
-    if bagged and spread is not None and spread.thresholds:
-        i = int(np.flatnonzero(grid == np.median(spread.thresholds))[0])
+    i = _choose(curve, objective, target_far) if median is None else int(np.flatnonzero(grid == median)[0])
     band = None if review is None else review_band(ranked, actual, unknown_label, curve[i].threshold, *review)
     return Calibration(
         threshold=curve[i].threshold,
@@ -223,6 +227,7 @@ def calibrate_threshold(
         unknown_queries=sum(a == unknown_label for a in actual),
         spread=spread,
         review=band,
+        bagged=median is not None,
     )
 
 

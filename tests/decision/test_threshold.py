@@ -100,5 +100,8 @@ def test_a_bagged_threshold_is_the_median_of_the_draws_choices() -> None:
     here = [p for p in bagged.curve if p.threshold == bagged.threshold]
     assert here == [bagged.chosen]  # its figures are measured on all the held-out queries at that threshold
     assert bagged.chosen.balanced <= best.chosen.balanced  # the best of the sample is the sample's maximum
+    assert bagged.bagged and not best.bagged and "bagged: the median of 25 bootstrap draws" in bagged.describe()
+    stored = Calibration.from_dict(json.loads(json.dumps(bagged.to_dict())), bagged.threshold)
+    assert stored.bagged and stored.describe() == bagged.describe()
     with pytest.raises(KenningError, match="resamples"):
         calibrate_threshold(ranked, actual, "unknown", "balanced", identities=identities, bagged=True)
