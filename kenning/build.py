@@ -270,15 +270,9 @@ def _calibrate(
     index = recognizer.index
     if holdout is None or holdout.empty:  # no threshold: unknown is never answered
         return None
+    review, bagged = (cfg.review_far, cfg.review_miss), cfg.threshold_choice == "bagged"
     result = calibrate_on_holdout(
-        recognizer,
-        holdout,
-        cfg.calibrate,
-        cfg.target_far,
-        thresholds,
-        cfg.resamples,
-        (cfg.review_far, cfg.review_miss),
-        bagged=cfg.threshold_choice == "bagged",
+        recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds, cfg.resamples, review, bagged
     )
     _warn_if_wide(result.main)
     embedding, fused = result.embedding, None
