@@ -28,10 +28,10 @@ from common import RESULTS, SHARED
 import kenning.build as build
 from kenning.build import _outside, _readable_holdout, calibrate_on_holdout
 from kenning.data.readers import read_dataset, select_split
-from kenning.decision.fusion import Calibrator, Candidates
+from kenning.decision.fusion import Candidates, fit_fusion
 from kenning.decision.normalise import CohortNorm
 from kenning.eval.evaluate import evaluate
-from kenning.recognizer import Recognizer
+from kenning.recognizer import Matches, Recognizer
 
 Scores = dict[str, np.ndarray]
 NORMS: dict[str, dict[str, CohortNorm]] = {
@@ -55,8 +55,9 @@ COMBINE: dict[str, Callable[[Scores], np.ndarray]] = {
 }
 
 
-def capture(index: Path) -> dict[str, tuple[list[Candidates], list[str]]]:
-    """The candidates (raw parts) of the held-out calibration queries and of protocol A's queries."""
+def capture(index: Path) -> tuple[dict[str, tuple[list[Candidates], list[str]]], str]:
+    """The candidates (raw parts) of the held-out calibration queries and of protocol A's queries,
+    and the index's unknown label."""
     recognizer = Recognizer.open(index)
     found: dict[str, tuple[list[Candidates], list[str]]] = {}
     fit = build.fit_fusion
@@ -72,17 +73,25 @@ def capture(index: Path) -> dict[str, tuple[list[Candidates], list[str]]]:
     finally:
         build.fit_fusion = fit
     recognizer.configure(local=True, viewpoints="compatible")
-    rank = recognizer.rank
-    matched: list = []
-    recognizer.rank = lambda matches: (matched.append(matches.candidates), rank(matches))[1]
+    rank, matched = recognizer.rank, []
+
+    def rank_kept(matches: Matches) -> list:
+        matched.append(matches.candidates)  # evaluate's one match of all queries
+        return rank(matches)
+
+    recognizer.rank = rank_kept
     images = select_split(read_dataset(SHARED / "nyala"), "eval")
     result = evaluate(recognizer, images, closed_set=True, exclude_sighting=True)
     found["protocol A"] = (matched[0], result.per_query["actual"].tolist())
-    return found
+    return found, recognizer.unknown_label
 
 
-def normalised(candidates: list[Candidates], norms: dict[str, CohortNorm]) -> list[Scores]:
-    return [{p: norms[p](v) if p in norms else np.asarray(v, float) for p, v in c.scores.items()} for c in candidates]
+def normalised(candidates: list[Candidates], norms: dict[str, CohortNorm]) -> list[Candidates]:
+    """The same candidates, each part named in `norms` normalised within its query."""
+    return [
+        Candidates(c.labels, {p: norms[p](v) if p in norms else np.asarray(v, float) for p, v in c.scores.items()})
+        for c in candidates
+    ]
 
 
 def recall_at_1(candidates: list[Candidates], calibrated: list[Scores], actual: list[str], rule: Callable) -> float:
@@ -94,30 +103,36 @@ def recall_at_1(candidates: list[Candidates], calibrated: list[Scores], actual: 
     return float(np.mean(hits))
 
 
+def scored(sides: dict[str, tuple[list[Candidates], list[str]]], unknown: str) -> list[dict]:
+    """Per normalisation and rule: calibrators fitted on the held-out pairs, Recall@1 of each side's known queries."""
+    known = {side: [i for i, a in enumerate(actual) if a != unknown] for side, (_, actual) in sides.items()}
+    rows = []
+    for norm_name, norms in NORMS.items():
+        held, held_actual = sides["held-out"]
+        fusion = fit_fusion(normalised(held, norms), held_actual)  # build-index's fit, on the normalised parts
+        calibrated = {
+            side: [
+                {p: cal(c.scores[p]) for p, cal in fusion.calibrators.items()}
+                for c in normalised([candidates[i] for i in known[side]], norms)
+            ]
+            for side, (candidates, _) in sides.items()
+        }
+        for rule_name, combine in COMBINE.items():
+            row = {"normalised": norm_name, "rule": rule_name}
+            for side, (candidates, actual) in sides.items():
+                picks, truths = [candidates[i] for i in known[side]], [actual[i] for i in known[side]]
+                row[side] = recall_at_1(picks, calibrated[side], truths, combine)
+                row[f"{side} queries"] = len(picks)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, required=True)
     args = parser.parse_args()
-    sides = capture(args.index)
-    unknown = Recognizer.open(args.index, progress=False).unknown_label
-    rows = []
-    for norm_name, norms in NORMS.items():
-        held, held_actual = sides["held-out"]
-        held_scores = normalised(held, norms)
-        same = np.concatenate([np.array(c.labels, dtype=object) == a for c, a in zip(held, held_actual, strict=True)])
-        parts = ("global", "local")
-        calibrators = {p: Calibrator.fit(np.concatenate([s[p] for s in held_scores]), same) for p in parts}
-        for rule_name, combine in COMBINE.items():
-            row = {"normalised": norm_name, "rule": rule_name}
-            for side, (candidates, actual) in sides.items():
-                scores = normalised(candidates, norms)
-                known = [i for i, a in enumerate(actual) if a != unknown]
-                calibrated = [{p: calibrators[p](scores[i][p]) for p in calibrators} for i in known]
-                picks = [candidates[i] for i in known]
-                row[side] = recall_at_1(picks, calibrated, [actual[i] for i in known], combine)
-                row[f"{side} queries"] = len(known)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    rows = scored(*capture(args.index))
     stem = f"fusion_rules_{args.index.name}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"index": args.index.name, "rows": rows}, indent=2))
