@@ -5,11 +5,15 @@ its own sighting left out as in protocol A; Recall@1 / Recall@5 of the best-scor
 setting asked. Features are extracted once per setting (image_side:foreground) and reused for every K.
 `--method` picks the family (sift, aliked, disk, xfeat); `--glue B` also re-ranks LNBNN's best B
 images by the family's learned matcher alone (summed match confidence): the "glue" columns.
+`--spatial N` / `--identity-score nsum` / `--tolerance PX` score as `local.spatial`,
+`local.identity_score` and `local.spatial_tolerance` do, `--whiten` as `local.whiten`, and rank
+identities rather than images.
 
     python benchmarks/local_settings.py --dataset lions --settings 256:0,512:0.3 --ks 3,5,8
     python benchmarks/local_settings.py --dataset lions --method aliked --settings 256:0 --ks 3 --glue 10
+    python benchmarks/local_settings.py --dataset lions --settings 256:0 --ks 3 --spatial 30 --identity-score nsum
 
-Writes benchmarks/results/local_settings_<dataset>[_<method>].{json,md}.
+Writes benchmarks/results/local_settings_<dataset>[_<method>][_sp<N>_<score>_tol<PX>].{json,md}.
 """
 
 from __future__ import annotations
@@ -34,20 +38,23 @@ from kenning.local.lnbnn import LnbnnMatcher
 
 
 def recall(
-    features: list, labels: np.ndarray, groups: np.ndarray, k: int, method: str, glue: int = 0
+    features: list, labels: np.ndarray, groups: np.ndarray, k: int, method: str, glue: int = 0, **scoring
 ) -> dict[str, float]:
+    """Recall of LNBNN alone; `scoring` (spatial, identity_score, tolerance) as LnbnnMatcher takes it."""
     layout = create_extractor(method).layout
-    matcher = LnbnnMatcher(FeatureSet.of(np.arange(len(labels)), features, layout), labels, k=k)
+    matcher = LnbnnMatcher(FeatureSet.of(np.arange(len(labels)), features, layout), labels, k=k, **scoring)
     pair = create_glue(method) if glue else None
     top1, top5, glue1, glue5, seconds = [], [], [], [], []
     for i, f in tqdm(list(enumerate(features)), desc=f"queries K={k}", unit="query"):
         own = np.flatnonzero(groups == groups[i])
         if not ((labels == labels[i]).sum() > (labels[own] == labels[i]).sum()):
             continue  # no image of its identity outside its own sighting
-        ids = matcher.score(f, exclude=own).image_ids
+        found = matcher.score(f, exclude=own)
+        ids = found.image_ids
         scored = labels[ids]
-        top1.append(len(scored) > 0 and scored[0] == labels[i])
-        top5.append(labels[i] in set(scored[:5]))
+        named = found.labels if scoring else scored  # identities ranked (nsum has no image ranking)
+        top1.append(len(named) > 0 and named[0] == labels[i])
+        top5.append(labels[i] in set(named[:5]))
         if pair is not None:
             started = time.perf_counter()
             confidence = np.array([pair.score(f, features[j]) for j in ids[:glue]])
@@ -70,7 +77,18 @@ def main() -> None:
     parser.add_argument("--max-keypoints", type=int, default=1000)
     parser.add_argument("--method", default="sift")
     parser.add_argument("--glue", type=int, default=0, help="LNBNN's best images re-ranked by the learned matcher")
+    parser.add_argument("--spatial", type=int, default=0, help="local.spatial: best images re-scored by RANSAC")
+    parser.add_argument("--identity-score", default="best_image", choices=["best_image", "nsum"])
+    parser.add_argument("--tolerance", type=float, default=12.0, help="local.spatial_tolerance")
+    parser.add_argument("--whiten", action="store_true", help="local.whiten: LNBNN over PCA-whitened descriptors")
     args = parser.parse_args()
+    scoring = (
+        {"spatial": args.spatial, "identity_score": args.identity_score, "tolerance": args.tolerance}
+        if args.spatial or args.identity_score != "best_image" or args.whiten
+        else {}
+    )
+    if args.whiten:
+        scoring["whiten"] = True
     train = select_split(read_dataset(SHARED / args.dataset), "train")
     labels = train["label"].to_numpy(dtype=object).astype(str)
     groups = np.array([f"{lab}|{sighting_key(i)}" for lab, i in zip(labels, train["image_id"], strict=True)])
@@ -84,7 +102,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         for k in [int(v) for v in args.ks.split(",")]:
             row = {"method": args.method, "image_side": side, "foreground": fg, "k": k}
-            row |= recall(features, labels, groups, k, args.method, args.glue)
+            row |= scoring | recall(features, labels, groups, k, args.method, args.glue, **scoring)
             row["keypoints_per_image"] = round(float(np.mean([len(f) for f in features])), 1)
             row["descriptor_bytes_per_image"] = round(float(np.mean([f.descriptors.nbytes for f in features])))
             row["extract_images_per_s"] = round(len(features) / seconds, 2)
@@ -92,8 +110,11 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"local_settings_{args.dataset}{'' if args.method == 'sift' else '_' + args.method}"
+    if scoring:
+        stem += f"_sp{args.spatial}_{args.identity_score}_tol{args.tolerance:g}" + ("_whiten" if args.whiten else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
     glued = f" {args.glue} best re-ranked by the learned matcher," if args.glue else ""
+    glued += "".join(f" {k} {v}," for k, v in scoring.items())
     lines = [
         f"# Local-stage settings on {args.dataset} train ({len(train)} images, {args.method}, LNBNN alone,{glued} "
         "own sighting left out)",
@@ -110,7 +131,14 @@ def main() -> None:
         ),
         "",
         f"Reproduce: `python benchmarks/local_settings.py --dataset {args.dataset} --method {args.method} "
-        f"--settings {args.settings} --ks {args.ks} --max-keypoints {args.max_keypoints} --glue {args.glue}`",
+        f"--settings {args.settings} --ks {args.ks} --max-keypoints {args.max_keypoints} --glue {args.glue}"
+        + (
+            f" --spatial {args.spatial} --identity-score {args.identity_score} --tolerance {args.tolerance:g}"
+            if scoring
+            else ""
+        )
+        + (" --whiten" if args.whiten else "")
+        + "`",
     ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 

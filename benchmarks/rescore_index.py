@@ -1,8 +1,8 @@
 """Benchmark helper: a copy of a built index with other LNBNN scoring settings, its fusion and
 thresholds fitted again on the model's held-out identities, its features kept.
 
-`local.spatial`, `local.spatial_tolerance` and `local.identity_score` change how the stored
-features' votes are scored, not what is extracted, so a copy of an index with new values and the
+`local.spatial`, `local.spatial_tolerance`, `local.identity_score` and `local.whiten` change how the
+stored features' votes are scored, not what is extracted, so a copy of an index with new values and the
 calibration build-index makes after extraction (kenning/build.py `_calibrate`, the same call) is the
 index a fresh build with those values gives, in minutes instead of the ~40 that extracting a nyala
 split's sift+disk features again takes (checked: the fusion calibrators of a nyala protocol A index
@@ -32,7 +32,7 @@ from kenning.config import load_config, parse_assignment
 from kenning.errors import KenningError
 from kenning.recognizer import Recognizer
 
-SCORING = ("local.spatial", "local.spatial_tolerance", "local.identity_score")
+SCORING = ("local.spatial", "local.spatial_tolerance", "local.identity_score", "local.whiten")
 
 
 def rescore(index: Path, out: Path, sets: list[str]) -> None:

@@ -22,6 +22,7 @@ Writes benchmarks/results/spatial_rescoring_<split>_<families>[_<tag>].{json,md}
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from itertools import product
@@ -32,6 +33,7 @@ from common import RESULTS, ROOT, SHARED
 from tqdm import tqdm
 from two_families import features
 
+from kenning.config import LocalConfig
 from kenning.data.readers import read_dataset, select_split
 from kenning.data.splits import sighting_key
 from kenning.index.gallery import GalleryIndex
@@ -42,11 +44,11 @@ from kenning.local.joined import JoinedMatcher, joined
 from kenning.local.lnbnn import LnbnnMatcher
 
 
-def family_features(work: Path, split: str, family: str, paths: list[str]) -> tuple[list, Layout, type]:
+def family_features(work: Path, split: str, family: str, paths: list[str], extra: dict) -> tuple[list, Layout, type]:
     """A family's features of the split, its layout and matcher; sift+disk joins the two caches."""
     if family != JOINED.name:
-        return features(work, split, family, paths), create_extractor(family).layout, LnbnnMatcher
-    parts = [features(work, split, f, paths) for f in JOINED.families]
+        return features(work, split, family, paths, extra), create_extractor(family).layout, LnbnnMatcher
+    parts = [features(work, split, f, paths, extra) for f in JOINED.families]
     found = [
         None if any(p[i] is None for p in parts) else joined([p[i] for p in parts], JOINED.layout)
         for i in range(len(paths))
@@ -57,7 +59,7 @@ def family_features(work: Path, split: str, family: str, paths: list[str]) -> tu
 def split_set(args: argparse.Namespace, family: str) -> tuple[FeatureSet, np.ndarray, np.ndarray, type]:
     """(gallery features, image ids, viewpoints, matcher class) of the split's cached features."""
     table = select_split(read_dataset(SHARED / "nyala"), args.split).reset_index(drop=True)
-    found, layout, matcher = family_features(args.work, args.split, family, table["path"].tolist())
+    found, layout, matcher = family_features(args.work, args.split, family, table["path"].tolist(), extraction(args))
     rows = np.flatnonzero([f is not None for f in found])
     table = table.iloc[rows].reset_index(drop=True)
     views = table["viewpoint"] if "viewpoint" in table else np.full(len(table), "")
@@ -74,6 +76,14 @@ def index_set(directory: Path) -> tuple[FeatureSet, object, np.ndarray, type, st
     return gallery, table, views, matcher_class(manifest.extractor.matcher), manifest.require_local().method
 
 
+def extraction(args: argparse.Namespace) -> dict:
+    """`--extract key=value` pairs as LocalConfig extraction settings, typed as the config types them."""
+    fields = {f.name: f.type for f in dataclasses.fields(LocalConfig)}
+    pairs = [e.split("=", 1) for e in args.extract]
+    cast = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    return {k: cast.get(str(fields[k]), str)(v) for k, v in pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-local")
@@ -84,6 +94,8 @@ def main() -> None:
     parser.add_argument("--identity-score", default="best_image", help="best_image and/or nsum, comma-separated")
     parser.add_argument("--tolerance", default="12", help="RANSAC tolerances, px per 512 px side, comma-separated")
     parser.add_argument("--viewpoints", default="any", choices=["any", "compatible"])
+    parser.add_argument("--extract", action="append", default=[], help="key=value: a LocalConfig extraction setting")
+    parser.add_argument("--whiten", action="store_true", help="LNBNN over PCA-whitened descriptors (local.whiten)")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     rows = []
@@ -102,6 +114,7 @@ def main() -> None:
                 if tolerance != tolerances[0] and not spatial:
                     continue  # no re-scoring: the tolerance changes nothing
                 kwargs = {"spatial": spatial, "identity_score": identity_score, "tolerance": tolerance}
+                kwargs["whiten"] = args.whiten
                 matcher = matcher_of(gallery, labels, k=5, **kwargs)
                 top1 = top5 = queries = 0
                 started = time.perf_counter()
@@ -119,7 +132,9 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 rows.append(
                     {
-                        "family": family,
+                        "family": family
+                        + "".join(f" {e}" for e in args.extract)
+                        + (" whitened" if args.whiten else ""),
                         "spatial": spatial,
                         "identity_score": identity_score,
                         "tolerance": tolerance,
@@ -145,6 +160,8 @@ def main() -> None:
         )
         + [f"--spatial {args.spatial}", f"--identity-score {args.identity_score}", f"--viewpoints {args.viewpoints}"]
         + ([f"--tolerance {args.tolerance}"] if args.tolerance != "12" else [])
+        + [f"--extract {e}" for e in args.extract]
+        + (["--whiten"] if args.whiten else [])
         + ([f"--tag {args.tag}"] if args.tag else [])
     )
     lines = [

@@ -44,12 +44,15 @@ SETTINGS = {
 }
 
 
-def features(work: Path, split: str, family: str, paths: list[str]) -> list:
-    """The split's features of one family, extracted once (what local_matching.py's index holds)."""
-    cache = work / "nyala" / f"features-{split}-{family}.pkl"
+def features(work: Path, split: str, family: str, paths: list[str], extra: dict | None = None) -> list:
+    """The split's features of one family, extracted once (what local_matching.py's index holds);
+    `extra` overrides extraction settings (LocalConfig keys) and gets a cache of its own."""
+    extra = extra or {}
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(extra.items()))
+    cache = work / "nyala" / f"features-{split}-{family}{suffix}.pkl"
     if cache.is_file():
         return pickle.loads(cache.read_bytes())
-    cfg = LocalConfig(method=family, **SETTINGS[family])
+    cfg = LocalConfig(method=family, **{**SETTINGS[family], **extra})
     found = extract_paths(paths, cfg, progress=True).features
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps(found))

@@ -111,6 +111,7 @@ class LocalConfig:
     spatial: int = 0  # best images per query whose LNBNN votes are re-scored by one transform's inliers; 0: off
     spatial_tolerance: float = 12.0  # px per 512 px of the gallery image's longest side: a vote fits the transform
     identity_score: str = "best_image"  # LNBNN: an identity as its best image, or nsum (each descriptor's best vote)
+    whiten: bool = False  # LNBNN searches PCA-whitened descriptors, fitted on the gallery searched (local/whitening.py)
     verify: int = 0  # candidate identities per query checked geometrically (RANSAC inliers, a fused part); 0: off
     glue: int = 0  # candidate identities per query re-matched by the family's learned matcher (a fused part); 0: off
 

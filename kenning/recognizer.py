@@ -341,7 +341,12 @@ class Recognizer:
 
 def _scoring(cfg: LocalConfig) -> dict[str, int | float | str]:
     """How the matcher turns votes into identity scores (the same for every matcher of an index)."""
-    return {"spatial": cfg.spatial, "tolerance": cfg.spatial_tolerance, "identity_score": cfg.identity_score}
+    return {
+        "spatial": cfg.spatial,
+        "tolerance": cfg.spatial_tolerance,
+        "identity_score": cfg.identity_score,
+        "whiten": cfg.whiten,
+    }
 
 
 def _ids(base: FeatureSet, tail: FeatureSet | None) -> np.ndarray:

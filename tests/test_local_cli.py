@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kenning.index.gallery import GalleryIndex
+from kenning.recognizer import Recognizer
 from tests.conftest import LOCAL_SMALL, build_local_index, untrained_model
 from tests.hostile.conftest import assert_refused, cli
 
@@ -168,13 +169,14 @@ def test_spatial_verification_is_a_calibrated_score_part(local_model: Path, loca
 def test_spatial_rescoring_is_stored_and_scores_only_the_best_images_checked(
     indexes: tuple[Path, Path], local_model: Path, local_demo: Path, tmp_path: Path
 ) -> None:
-    """Name scoring on top: an identity sums only the votes its checked images kept."""
+    """Name scoring on top: an identity sums only the votes its checked images kept. Whitened
+    descriptors (local.whiten) are stored as a setting and searched by the index's matcher."""
     out = tmp_path / "rescored"
-    build_local_index(
-        local_model, local_demo, out, "sift", "--set", "local.spatial=2", "--set", "local.identity_score=nsum"
-    )
+    settings = ["--set", "local.spatial=2", "--set", "local.identity_score=nsum", "--set", "local.whiten=true"]
+    build_local_index(local_model, local_demo, out, "sift", *settings)
     stored = GalleryIndex.load(out).manifest.local
-    assert stored["spatial"] == 2 and stored["identity_score"] == "nsum"
+    assert stored["spatial"] == 2 and stored["identity_score"] == "nsum" and stored["whiten"] is True
+    assert Recognizer.open(out, progress=False).matcher.whitening.blocks  # fitted on the gallery's descriptors
     photos = _queries(local_demo)[:3]  # gallery photos: each agrees with itself geometrically
     for plain, checked in zip(
         _answers(cli("query", *photos, "--index", indexes[1], "--json")),

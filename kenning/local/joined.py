@@ -73,6 +73,10 @@ def joined(parts: list[LocalFeatures], layout: Layout) -> LocalFeatures:
 class JoinedMatcher(LnbnnMatcher):
     """LNBNN over joined features, each family one part of the evidence (registry.MATCHERS['joined'])."""
 
+    def bounds(self, dim: int) -> list[tuple[int, int]]:
+        """Each family's block of a joined descriptor."""
+        return list(pairwise([*(int(b) for b in EXTRACTOR.blocks), dim]))
+
     def parts(self, descriptors: np.ndarray) -> np.ndarray:
         """A descriptor's family: the block it is non-zero in."""
         bounds = [*EXTRACTOR.blocks, descriptors.shape[1]]

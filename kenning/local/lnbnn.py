@@ -24,6 +24,7 @@ import torch
 
 from kenning.local.featureset import FeatureSet, LocalFeatures, LocalScores, as_float, rows_by_id
 from kenning.local.spatial import REPROJECTION_PX, consistent
+from kenning.local.whitening import Whitening, fit_whitening, sample_rows
 
 EXCLUDED_SLACK = 8  # extra neighbours fetched per query descriptor when some gallery images are excluded
 FLAT_LIMIT = 200_000  # descriptors searched exactly up to this; IVF above (approximate, ~20x faster)
@@ -54,6 +55,7 @@ class LnbnnMatcher:
         spatial: int = 0,
         identity_score: str = "best_image",
         tolerance: float = REPROJECTION_PX,
+        whiten: bool = False,
     ):
         self.gallery = gallery
         self.spatial, self.tolerance = spatial, tolerance
@@ -68,6 +70,10 @@ class LnbnnMatcher:
         self.codes, self.names = _codes(self.labels)
         self.sizes = gallery.sizes if self.tail_set is None else np.concatenate([gallery.sizes, self.tail_set.sizes])
         self.k = k
+        self.whitening: Whitening | None = None
+        if whiten:
+            shared = reuse is not None and reuse.whitening is not None and _same_base(reuse, gallery)
+            self.whitening = reuse.whitening if shared else self._fit_whitening()
         self.dead_rows = np.asarray(dead if dead is not None else [], np.int64)
         self.indexed = gallery.descriptor_count  # descriptors in the shared structure
         self.descriptor_count = int(self.offsets[-1])
@@ -77,10 +83,26 @@ class LnbnnMatcher:
             if reuse is not None and reuse.index is not None and _same_base(reuse, gallery):
                 self.index = reuse.index
             elif self.indexed:
-                self.index = _build(as_float(gallery.descriptors))
+                self.index = _build(self.vectors(gallery.descriptors))
             if self.tail_set is not None and self.tail_set.descriptor_count:
-                self.tail = _Exact(as_float(self.tail_set.descriptors))
+                self.tail = _Exact(self.vectors(self.tail_set.descriptors))
         self.searchable = self.index is not None or self.tail is not None
+
+    def vectors(self, descriptors: np.ndarray) -> np.ndarray:
+        """Stored descriptors -> the unit vectors searched (whitened with `whiten`)."""
+        x = as_float(descriptors)
+        return x if self.whitening is None else self.whitening(x, self.parts(descriptors))
+
+    def bounds(self, dim: int) -> list[tuple[int, int]]:
+        """The columns each part's descriptors occupy (one family: all of them)."""
+        return [(0, dim)]
+
+    def _fit_whitening(self) -> Whitening:
+        """The whitening of a seeded sample of the base's descriptors (the enrolments' when the base
+        has none): fitted once per base, kept when a matcher reuses the base's structure."""
+        source = self.gallery if self.gallery.descriptor_count or self.tail_set is None else self.tail_set
+        raw = source.descriptors[sample_rows(source.descriptor_count)]
+        return fit_whitening(as_float(raw), self.parts(raw), self.bounds(raw.shape[1]))
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each gallery id, -1 where there is none."""
@@ -109,7 +131,7 @@ class LnbnnMatcher:
         rows_out = np.union1d(rows_out[rows_out >= 0], self.dead_rows)
         if len(query) == 0 or self.descriptor_count == 0:
             return _empty()
-        x = as_float(query.descriptors)
+        x = self.vectors(query.descriptors)
         width = self.k + 1
         if self.searchable:
             dist, pos = self._search(x, width, _positions(self.offsets, rows_out))
@@ -119,7 +141,7 @@ class LnbnnMatcher:
             picked = _positions(self.offsets, rows)
             if len(picked) == 0:
                 return _empty()
-            dist, local = _search(_build(as_float(self.descriptors(picked)), exact=True), x, width, None)
+            dist, local = _search(_build(self.vectors(self.descriptors(picked)), exact=True), x, width, None)
             pos = np.where(local >= 0, picked[np.maximum(local, 0)], -1)
         return self._vote(np.sqrt(np.maximum(dist, 0)), pos, self.parts(query.descriptors), query.keypoints)
 

@@ -41,12 +41,16 @@ def _disguise(path: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("source", ["chelsea", "coffee", "astronaut"])
-def test_a_disguised_copy_finds_its_source_first(photos: dict[str, Path], tmp_path: Path, source: str) -> None:
+@pytest.mark.parametrize(("source", "whiten"), [("chelsea", False), ("coffee", False), ("astronaut", True)])
+def test_a_disguised_copy_finds_its_source_first(
+    photos: dict[str, Path], tmp_path: Path, source: str, whiten: bool
+) -> None:
     cfg = LocalConfig(method="sift", max_keypoints=500)
     gallery = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False)
     assert not gallery.errors and all(len(f) > 50 for f in gallery.features)
-    matcher = LnbnnMatcher(FeatureSet.of(range(len(PHOTOS)), gallery.features, LAYOUT), np.array(PHOTOS), k=3)
+    features = FeatureSet.of(range(len(PHOTOS)), gallery.features, LAYOUT)
+    matcher = LnbnnMatcher(features, np.array(PHOTOS), k=3, whiten=whiten)
+    assert (matcher.whitening is not None) == whiten and (not whiten or matcher.whitening.blocks)
     query = extract_paths([str(_disguise(photos[source], tmp_path / "q.jpg"))], cfg, progress=False).features[0]
     scores = matcher.score(query)
     assert scores.labels[0] == source
@@ -112,6 +116,21 @@ def test_a_matcher_over_base_and_enrolments_scores_as_one_over_the_live_images(
     if limit > 1:
         other_base = LnbnnMatcher(everything, labels, k=3, reuse=base)  # another base: rebuilt
         assert other_base.index is not base.index
+
+
+def test_a_whitened_base_keeps_its_whitening_when_enrolments_arrive(photos: dict[str, Path]) -> None:
+    """The base's descriptor index was searched in its whitened space: a matcher reusing it must
+    whiten queries and enrolments the same way, not refit on the grown gallery."""
+    cfg = LocalConfig(method="sift", max_keypoints=300)
+    features = extract_paths([str(photos[n]) for n in PHOTOS], cfg, progress=False).features
+    everything, labels = FeatureSet.of(range(len(PHOTOS)), features, LAYOUT), np.array(PHOTOS)
+    first = np.arange(len(PHOTOS)) < 4
+    base = LnbnnMatcher(everything.select(first), labels[:4], k=3, whiten=True)
+    grown = LnbnnMatcher(everything.select(first), labels, k=3, reuse=base, tail=everything.select(~first), whiten=True)
+    assert grown.index is base.index and grown.whitening is base.whitening
+    assert grown.score(features[5]).labels[0] == PHOTOS[5]  # an enrolment found in the base's space
+    refit = LnbnnMatcher(everything, labels, k=3, whiten=True)
+    assert refit.whitening is not base.whitening
 
 
 def test_spatial_rescoring_keeps_the_votes_of_a_true_match_and_drops_scrambled_ones(
