@@ -44,10 +44,11 @@ def families(photos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-def _matcher(family: str, gallery: list, labels: list[str] = PHOTOS) -> LnbnnMatcher:
+def _matcher(family: str, gallery: list, labels: list[str] = PHOTOS, whiten: bool = False) -> LnbnnMatcher:
     extractor = create_extractor(family)
     matcher = matcher_class(extractor.matcher)
-    return matcher(FeatureSet.of(range(len(PHOTOS)), gallery, extractor.layout), np.array(labels), k=3)
+    features = FeatureSet.of(range(len(PHOTOS)), gallery, extractor.layout)
+    return matcher(features, np.array(labels), k=3, whiten=whiten)
 
 
 def test_joined_features_are_each_familys_in_its_own_block(families) -> None:
@@ -63,13 +64,16 @@ def test_joined_features_are_each_familys_in_its_own_block(families) -> None:
         assert 0 < len(s) <= 256 and 0 < len(d) <= 128  # SIFT's budget, DISK's half of it
 
 
-def test_one_index_scores_an_image_and_an_identity_by_its_two_families(families) -> None:
+@pytest.mark.parametrize("whiten", [False, True])
+def test_one_index_scores_an_image_and_an_identity_by_its_two_families(families, whiten: bool) -> None:
     """An image: the sum of its families' scores; an identity: the sum of its best image's in each
-    family (here rocket is relabelled chelsea, so chelsea's two families may pick different photos)."""
+    family (here rocket is relabelled chelsea, so chelsea's two families may pick different photos).
+    Whitened, each family's block is whitened as that family alone would be."""
     (sift, sift_q), (disk, disk_q), (both, both_q) = (families[f] for f in ("sift", "disk", "sift+disk"))
     labels = [("chelsea" if n == "rocket" else n) for n in PHOTOS]
-    parts = [_matcher("sift", sift, labels).score(sift_q), _matcher("disk", disk, labels).score(disk_q)]
-    matcher = _matcher("sift+disk", both, labels)
+    parts = [_matcher(f, g, labels, whiten).score(q) for f, g, q in (("sift", sift, sift_q), ("disk", disk, disk_q))]
+    matcher = _matcher("sift+disk", both, labels, whiten)
+    assert whiten == (matcher.whitening is not None) and (not whiten or len(matcher.whitening.blocks) == 2)
     assert isinstance(matcher, JoinedMatcher) and isinstance(_matcher("sift", sift), LnbnnMatcher)
     joined = matcher.score(both_q)
     per_image = np.zeros((2, len(PHOTOS)))
