@@ -66,7 +66,8 @@ def model_dir(work: Path) -> Path:
 
 
 def source_index(work: Path, model: Path, local: LocalConfig, images: int) -> Path:
-    out = work / "nyala" / f"scale-source-{local.method}-{local.max_keypoints}-{images}"
+    white = "-white" if local.whiten else ""
+    out = work / "nyala" / f"scale-source-{local.method}-{local.max_keypoints}-{images}{white}"
     if not (out / "manifest.json").is_file():
         gallery = select_split(read_dataset(SHARED / "nyala"), "eval").iloc[:images]
         build_index(model, gallery, IndexConfig(unknown_label="new_whale"), out, local=local, replace=True)
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--source-images", type=int, default=120)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=12)
+    parser.add_argument("--whiten", action="store_true", help="local.whiten: the fit is part of the first query")
     parser.add_argument("--keep", action="store_true", help="keep the replicated indexes")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child process: one index
     args = parser.parse_args()
@@ -176,11 +178,11 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, queries, args.glue)))
         return
-    local = LocalConfig(method=args.family, max_keypoints=args.max_keypoints, glue=args.glue)
+    local = LocalConfig(method=args.family, max_keypoints=args.max_keypoints, glue=args.glue, whiten=args.whiten)
     source = source_index(args.work, model_dir(args.work), local, args.source_images)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        out = args.work / "nyala" / f"scale-{args.family}-{size}"
+        out = args.work / "nyala" / f"scale-{args.family}-{size}{'-white' if args.whiten else ''}"
         if not (out / "index" / "manifest.json").is_file():
             replicate(source, size, out)
         child = [sys.executable, __file__, "--measure", str(out / "index"), "--queries", str(args.queries)]
@@ -190,7 +192,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"local_scale_{args.family}"
+    name = f"local_scale_{args.family}{'_white' if args.whiten else ''}"
     (RESULTS / f"{name}.json").write_text(json.dumps({"local": dataclasses.asdict(local), "rows": rows}, indent=2))
     lines = [
         f"# The local stage at scale: {args.family} + its learned matcher, features read from disk (2 CPU cores)",
@@ -216,7 +218,7 @@ def main() -> None:
         "one per size).",
         "",
         f"Reproduce: `python benchmarks/local_scale.py --work WORK --family {args.family} --glue {args.glue} "
-        f"--max-keypoints {args.max_keypoints} --sizes {args.sizes}`",
+        f"--max-keypoints {args.max_keypoints} --sizes {args.sizes}{' --whiten' if args.whiten else ''}`",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 

@@ -79,8 +79,8 @@ class JoinedMatcher(LnbnnMatcher):
 
     def parts(self, descriptors: np.ndarray) -> np.ndarray:
         """A descriptor's family: the block it is non-zero in."""
-        bounds = [*EXTRACTOR.blocks, descriptors.shape[1]]
-        mass = [np.abs(descriptors[:, a:b].astype(np.float32)).sum(1) for a, b in pairwise(bounds)]
+        bounds = self.bounds(descriptors.shape[1])
+        mass = [np.abs(descriptors[:, a:b].astype(np.float32)).sum(1) for a, b in bounds]
         return np.argmax(np.stack(mass, 1), 1) if len(descriptors) else np.zeros(0, np.int64)
 
 

@@ -51,3 +51,14 @@ def test_the_sample_is_seeded_sorted_and_bounded() -> None:
     np.testing.assert_array_equal(small, np.arange(10))
     assert len(big) == len(np.unique(big)) == 200_000 and np.all(np.diff(big) > 0)
     np.testing.assert_array_equal(big, sample_rows(1_000_000))
+    assert big.max() < 1_000_000 and len(sample_rows(200_001)) == 200_000
+
+
+def test_the_sample_of_a_large_file_touches_few_pages() -> None:
+    """A 100k-image gallery (63M SIFT descriptors of 128 bytes): the sample reads tens of MB of pages,
+    not one page per sampled row, and still reaches both ends of the file."""
+    total, row_bytes, page = 63_000_000, 128, 4096
+    rows = sample_rows(total)
+    pages = np.unique(rows * row_bytes // page)
+    assert len(pages) * page < 50 * 2**20
+    assert rows.min() < total // 100 and rows.max() > total - total // 100
