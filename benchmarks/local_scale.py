@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -125,7 +126,13 @@ def peak_rss_gib() -> float:
 
 
 def measure(index: Path, queries: list[str], glue: int) -> dict:
-    """One fresh process's view: open, first query, warm queries; peak memory."""
+    """One fresh process's view: open, first query, warm queries; peak memory. The index's files are
+    first dropped from the page cache (replicate() just wrote them): a server opens a gallery built
+    earlier, and pages cached at write time would be mapped whole (large folios) and counted."""
+    for path in index.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
     started = time.perf_counter()
     recognizer = Recognizer.open(index, progress=False)
     recognizer.configure(local=True)
