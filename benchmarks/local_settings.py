@@ -13,7 +13,7 @@ identities rather than images.
     python benchmarks/local_settings.py --dataset lions --method aliked --settings 256:0 --ks 3 --glue 10
     python benchmarks/local_settings.py --dataset lions --settings 256:0 --ks 3 --spatial 30 --identity-score nsum
 
-Writes benchmarks/results/local_settings_<dataset>[_<method>][_sp<N>_<score>_tol<PX>].{json,md}.
+Writes benchmarks/results/local_settings_<dataset>[_<method>][_sp<N>_<score>_tol<PX>][_whiten][_<tag>].{json,md}.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--identity-score", default="best_image", choices=["best_image", "nsum"])
     parser.add_argument("--tolerance", type=float, default=12.0, help="local.spatial_tolerance")
     parser.add_argument("--whiten", action="store_true", help="local.whiten: LNBNN over PCA-whitened descriptors")
+    parser.add_argument("--tag", default="", help="appended to the results' name (another --settings run)")
     args = parser.parse_args()
     scoring = (
         {"spatial": args.spatial, "identity_score": args.identity_score, "tolerance": args.tolerance}
@@ -112,6 +113,7 @@ def main() -> None:
     stem = f"local_settings_{args.dataset}{'' if args.method == 'sift' else '_' + args.method}"
     if scoring:
         stem += f"_sp{args.spatial}_{args.identity_score}_tol{args.tolerance:g}" + ("_whiten" if args.whiten else "")
+    stem += f"_{args.tag}" if args.tag else ""
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
     glued = f" {args.glue} best re-ranked by the learned matcher," if args.glue else ""
     glued += "".join(f" {k} {v}," for k, v in scoring.items())
@@ -138,6 +140,7 @@ def main() -> None:
             else ""
         )
         + (" --whiten" if args.whiten else "")
+        + (f" --tag {args.tag}" if args.tag else "")
         + "`",
     ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
