@@ -103,6 +103,7 @@ class LocalConfig:
     method: str = "none"  # a family of local/registry.py (sift: RootSIFT + LNBNN); none: the embedding alone
     max_keypoints: int = 1000  # per image, the strongest on the foreground
     image_side: int = 512  # px: longest side the image is resized to (up or down) before detection; 0: as is
+    contrast: float = 0.04  # sift: OpenCV's contrastThreshold; lower finds more keypoints on small, flat crops
     upright: bool = False  # one orientation per keypoint (upright animals, buildings): faster, less invariant
     foreground: float = 0.3  # keep keypoints where the foreground map is at least this share of its peak
     k: int = 5  # LNBNN: nearest descriptors that vote; the next one is the normaliser
@@ -177,6 +178,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "index.target_recall": ("(", 0.0, 1.0),
     "local.max_keypoints": (1, 100_000),
     "local.image_side": (0, 8192),
+    "local.contrast": ("(", 0.0, 1.0),
     "local.foreground": (0.0, 1.0),
     "local.k": (1, 100),
     "local.shortlist": (1, 100_000),

@@ -32,14 +32,15 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
 def sift_features(image: Image.Image, foreground: np.ndarray, cfg: LocalConfig) -> LocalFeatures:
     """Detect SIFT keypoints on the image resized to `cfg.image_side` (longest side), keep those
     whose foreground weight is at least `cfg.foreground` and the strongest `cfg.max_keypoints` of
-    them, and describe them as RootSIFT."""
+    them, and describe them as RootSIFT. `cfg.contrast` is SIFT's contrast threshold: lions' ~130 px
+    crops give 261 keypoints at the default 0.04 and 921 at 0.01 (train LNBNN Recall@1 0.503 -> 0.532)."""
     width, height = image.size
     scale = cfg.image_side / max(width, height) if cfg.image_side else 1.0
     gray = np.asarray(image.convert("L"))
     if scale != 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    sift = cv2.SIFT_create()
+    sift = cv2.SIFT_create(contrastThreshold=cfg.contrast)
     keypoints = sift.detect(gray, None)
     if cfg.upright:
         keypoints = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave) for k in keypoints]
