@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--ks", default="3,5,8")
     parser.add_argument("--max-keypoints", type=int, default=1000)
     parser.add_argument("--method", default="sift")
-    parser.add_argument("--contrast", type=float, default=0.04, help="local.contrast (sift)")
+    parser.add_argument("--contrast", type=float, default=LocalConfig.contrast, help="local.contrast (sift)")
     parser.add_argument("--glue", type=int, default=0, help="LNBNN's best images re-ranked by the learned matcher")
     parser.add_argument("--spatial", type=int, default=0, help="local.spatial: best images re-scored by RANSAC")
     parser.add_argument("--identity-score", default="best_image", choices=["best_image", "nsum"])
@@ -120,7 +120,7 @@ def main() -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
     glued = f" {args.glue} best re-ranked by the learned matcher," if args.glue else ""
     glued += "".join(f" {k} {v}," for k, v in scoring.items())
-    glued += f" SIFT contrast {args.contrast:g}," if args.contrast != 0.04 else ""
+    glued += f" SIFT contrast {args.contrast:g}," if args.contrast != LocalConfig.contrast else ""
     lines = [
         f"# Local-stage settings on {args.dataset} train ({len(train)} images, {args.method}, LNBNN alone,{glued} "
         "own sighting left out)",
@@ -138,7 +138,7 @@ def main() -> None:
         "",
         f"Reproduce: `python benchmarks/local_settings.py --dataset {args.dataset} --method {args.method} "
         f"--settings {args.settings} --ks {args.ks} --max-keypoints {args.max_keypoints} --glue {args.glue}"
-        + (f" --contrast {args.contrast:g}" if args.contrast != 0.04 else "")
+        + (f" --contrast {args.contrast:g}" if args.contrast != LocalConfig.contrast else "")
         + (
             f" --spatial {args.spatial} --identity-score {args.identity_score} --tolerance {args.tolerance:g}"
             if scoring
