@@ -34,14 +34,18 @@ Writes benchmarks/results/open_set_<dataset>[_<tag>].{json,md}.
 
 from __future__ import annotations
 
+import argparse
 import json
 from itertools import product
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from common import RESULTS
 from local_matching import setup
 
 from kenning.build import _metadata
+from kenning.config import Config
 from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
 from kenning.data.splits import catalogue_split
 from kenning.decision.encounters import combine, encounter_rows
@@ -116,8 +120,11 @@ def oracle_balanced(ranked: list[RankedLabels], actual: list[str], identities: l
     return figures(ranked, actual, identities, calibration, unknown)["balanced"]
 
 
-def main() -> None:
-    args, cfg, work, model, images = setup(__doc__.splitlines()[0])
+def catalogues(
+    args: argparse.Namespace, cfg: Config, work: Path, model: Path, images: pd.DataFrame
+) -> dict[str, tuple[Recognizer, pd.DataFrame, set[str]]]:
+    """Each side's catalogue, queries and known identities: the held-out identities enrolled into an
+    in-memory copy of the index (as build-index calibrates), and the evaluation split's own index."""
     tag = "-" + args.tag if args.tag else ""
     index_dir = work / f"catalogue-index{tag}"  # local_matching.py's, same tag
     if not (index_dir / "manifest.json").is_file() and (work / f"catalogue-views-index{tag}/manifest.json").is_file():
@@ -125,7 +132,6 @@ def main() -> None:
     if not (index_dir / "manifest.json").is_file():
         run_protocol("catalogue", model, images, cfg.index, index_dir, progress=False, local=cfg.local)
     recognizer = Recognizer.open(index_dir, progress=False)
-    unknown = recognizer.unknown_label
     holdout = load_holdout(model)
     holdout = holdout[~holdout["label"].isin(set(images["label"]))]
     enrolled, held_queries = catalogue_split(holdout)
@@ -138,10 +144,18 @@ def main() -> None:
         )
     )
     gallery, test_queries = catalogue_split(images)
-    sides = {
-        "held-out": matched(with_held, held_queries, set(enrolled["label"])),
-        "test": matched(recognizer, test_queries, set(gallery["label"])),
+    return {
+        "held-out": (with_held, held_queries, set(enrolled["label"])),
+        "test": (recognizer, test_queries, set(gallery["label"])),
     }
+
+
+def main() -> None:
+    args, cfg, work, model, images = setup(__doc__.splitlines()[0])
+    sides_of = catalogues(args, cfg, work, model, images)
+    sides = {side: matched(*parts) for side, parts in sides_of.items()}
+    recognizer = sides_of["test"][0]
+    unknown = recognizer.unknown_label
     fusion = recognizer.fused.fusion  # fitted at build time on the held-out identities only
     rows = []
     for norm_name, norm in (("raw", None), ("cohort", CohortNorm(cfg.index.cohort_skip, cfg.index.cohort_size))):
