@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, SHARED
 
-import kenning.build as build
-from kenning.build import _outside, _readable_holdout, calibrate_on_holdout
+import kenning.holdout_calibration as holdout_calibration
+from kenning.build import _outside
 from kenning.data.readers import read_dataset, select_split
 from kenning.decision.fusion import Candidates, fit_fusion
 from kenning.decision.normalise import CohortNorm
 from kenning.eval.evaluate import evaluate
+from kenning.holdout_calibration import calibrate_on_holdout, readable_holdout
 from kenning.recognizer import Matches, Recognizer
 
 Scores = dict[str, np.ndarray]
@@ -60,18 +61,18 @@ def capture(index: Path) -> tuple[dict[str, tuple[list[Candidates], list[str]]],
     and the index's unknown label."""
     recognizer = Recognizer.open(index)
     found: dict[str, tuple[list[Candidates], list[str]]] = {}
-    fit = build.fit_fusion
+    fit = holdout_calibration.fit_fusion
 
     def keep(candidates: list[Candidates], actual: list[str], **kwargs: object) -> object:
         found["held-out"] = (candidates, list(actual))
         return fit(candidates, actual, **kwargs)
 
-    build.fit_fusion = keep  # the calibration build-index runs, its candidates kept on the way
+    holdout_calibration.fit_fusion = keep  # the calibration build-index runs, its candidates kept on the way
     try:
-        holdout = _readable_holdout(recognizer.index.manifest.model_dir, recognizer.model_manifest.fingerprint)
+        holdout = readable_holdout(recognizer.index.manifest.model_dir, recognizer.model_manifest.fingerprint)
         calibrate_on_holdout(recognizer, _outside(holdout, recognizer.index.table), thresholds=False)
     finally:
-        build.fit_fusion = fit
+        holdout_calibration.fit_fusion = fit
     recognizer.configure(local=True, viewpoints="compatible")
     rank, matched = recognizer.rank, []
 

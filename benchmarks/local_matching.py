@@ -76,6 +76,13 @@ def setup(description: str) -> tuple[argparse.Namespace, Config, Path, Path, pd.
     return args, cfg, work, model, select_split(table, "eval")
 
 
+def reproduce(script: str, args: argparse.Namespace) -> str:
+    """The command line that repeats a run of a benchmark taking setup()'s arguments."""
+    sets = "".join(f" --set {a}" for a in args.set)
+    tag = f" --tag {args.tag}" if args.tag else ""
+    return f"python benchmarks/{script} --dataset {args.dataset} --image-size {args.image_size}{sets}{tag} --work WORK"
+
+
 def main() -> None:
     args, cfg, work, model, images = setup(__doc__.splitlines()[0])
     rows = []
@@ -133,10 +140,7 @@ def main() -> None:
     for r in rows:
         cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in FIGURES]
         lines.append(f"| {r['protocol']} | {r['system']} | {' | '.join(cells)} | {r.get('seconds') or '-'} |")
-    sets = "".join(f" --set {a}" for a in args.set)
-    tag = f" --tag {args.tag}" if args.tag else ""
-    command = f"python benchmarks/local_matching.py --dataset {args.dataset} --image-size {args.image_size}{sets}{tag}"
-    lines += ["", f"Reproduce: `{command}`"]
+    lines += ["", f"Reproduce: `{reproduce('local_matching.py', args)}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -44,9 +44,8 @@ import pandas as pd
 from common import RESULTS
 from local_matching import setup
 
-from kenning.build import _metadata
 from kenning.config import Config
-from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
+from kenning.data.metadata import ENCOUNTER, VIEWPOINT, metadata_lists, with_metadata
 from kenning.data.splits import catalogue_split
 from kenning.decision.encounters import combine, encounter_rows
 from kenning.decision.normalise import CohortNorm
@@ -74,7 +73,7 @@ def matched(recognizer: Recognizer, table, known: set[str]) -> dict:
     actual = [lab if lab in known else recognizer.unknown_label for lab in table["label"]]
     encounters = [e or f"\x00{i}" for i, e in enumerate(table[ENCOUNTER])]  # no encounter: a photo of its own
     return {"matches": matches, "actual": actual, "identities": table["label"].tolist(), "views": views,
-            "encounters": encounters}  # fmt: skip
+            "encounters": encounters, "probes": probes}  # fmt: skip
 
 
 def answered(rule, side: dict, answer: str) -> tuple[list[RankedLabels], list[str], list[str]]:
@@ -137,7 +136,7 @@ def catalogues(
     enrolled, held_queries = catalogue_split(holdout)
     read = recognizer.read(enrolled["path"].tolist())
     enrolled = enrolled[read.ok]
-    metadata = _metadata(enrolled)
+    metadata = metadata_lists(enrolled)
     with_held = recognizer.with_index(
         recognizer.index.with_enrolled(
             read.vectors, enrolled["image_id"].tolist(), enrolled["label"].tolist(), read.local, metadata

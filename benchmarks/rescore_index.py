@@ -27,9 +27,10 @@ from pathlib import Path
 from local_matching import TRAIN
 
 from kenning.atomic import atomic_write_json
-from kenning.build import _calibrate, _outside, _readable_holdout
+from kenning.build import _calibrate, _outside
 from kenning.config import load_config, parse_assignment
 from kenning.errors import KenningError
+from kenning.holdout_calibration import readable_holdout
 from kenning.recognizer import Recognizer
 
 SCORING = ("local.spatial", "local.spatial_tolerance", "local.identity_score", "local.whiten")
@@ -50,7 +51,7 @@ def rescore(index: Path, out: Path, sets: list[str]) -> None:
     atomic_write_json(out / "manifest.json", manifest)  # a copy no one else has opened yet: no lock to take
     recognizer = Recognizer.open(out)
     model_dir, fingerprint = recognizer.index.manifest.model_dir, recognizer.model_manifest.fingerprint
-    holdout = _outside(_readable_holdout(model_dir, fingerprint), recognizer.index.table)
+    holdout = _outside(readable_holdout(model_dir, fingerprint), recognizer.index.table)
     thresholds = manifest["threshold"] is not None or (manifest["fusion"] or {}).get("threshold") is not None
     calibration = _calibrate(recognizer, holdout, cfg.index, out, local_on=True, thresholds=thresholds)
     print(f"{out}: local {manifest['local']}; threshold {calibration.threshold if calibration else None}")

@@ -5,10 +5,9 @@ From embeddings the build streams: an IVF / PQ structure trains on a sample, the
 added one at a time, so memory holds the index and one chunk, never all raw vectors. Approximate
 FAISS indexes get their search settings by measured recall (index/tuning.py).
 
-Calibration runs protocol B on held-out training identities (never the gallery's): the real gallery
-plus their enrolled first sightings form the catalogue, their other images (and every image of the
-new ones) query it through the same path as `query`. It fits the fusion of the two stages (with
-local matching) and chooses the unknown threshold of each path (embedding only, and fused).
+Calibration runs protocol B on held-out training identities, never the gallery's
+(holdout_calibration.py): it fits the fusion of the two stages (with local matching) and chooses
+the unknown threshold of each path (embedding only, and fused).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +23,15 @@ from tqdm import tqdm
 
 from kenning.config import Config, IndexConfig, LocalConfig
 from kenning.data.duplicates import DIGEST, drop_duplicates
-from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
+from kenning.data.metadata import metadata_lists
 from kenning.data.readers import UNLABELLED, read_dataset, select_split
-from kenning.data.splits import catalogue_split
-from kenning.decision.fusion import Fusion, fit_fusion
 from kenning.decision.rules import Fused
-from kenning.decision.threshold import Calibration, calibrate_threshold
-from kenning.decision.voting import RankedLabels
-from kenning.embeddings.checkpoint import load_holdout, load_model
+from kenning.decision.threshold import Calibration
+from kenning.embeddings.checkpoint import load_model
 from kenning.embeddings.shards import EmbeddingSet
 from kenning.errors import KenningError, warn
 from kenning.gallery_calibration import calibrate_within_gallery, check_calibrates_within
+from kenning.holdout_calibration import calibrate_on_holdout, readable_holdout
 from kenning.index import store
 from kenning.index.faiss_index import FaissIndex
 from kenning.index.files import claim_for_build
@@ -45,23 +41,7 @@ from kenning.local.glue import create_glue
 from kenning.reader import StoredReader
 from kenning.recognizer import Recognizer
 
-MAX_UNREADABLE_SHARE = 0.1  # calibration refuses when more of the held-out images than this cannot be read
 WIDE_SPREAD = 0.2  # share of held-out queries the resampled thresholds disagree on, above which build warns
-FEW_CALIBRATION_QUERIES = 20  # below this, calibration warns that its threshold is rough
-
-
-@dataclass
-class HoldoutCalibration:
-    """What the held-out identities decided: each path's threshold, and the fusion of the stages."""
-
-    embedding: Calibration | None  # the unknown threshold of the embedding-only path
-    fusion: Fusion | None  # with local matching: the calibrators of the score parts
-    fused: Calibration | None  # with local matching: the unknown threshold on the fused probability
-
-    @property
-    def main(self) -> Calibration | None:
-        """The calibration of the path queries take by default."""
-        return self.fused if self.fusion is not None else self.embedding
 
 
 def build_index(
@@ -83,9 +63,10 @@ def build_index(
     local_on = local is not None and local.on
     model, manifest = load_model(model_dir)
     thresholds = cfg.threshold is None and calibrate
-    holdout = _readable_holdout(model_dir, manifest.fingerprint) if thresholds or local_on else None
+    holdout = readable_holdout(model_dir, manifest.fingerprint) if thresholds or local_on else None
     gallery = _labelled_gallery(gallery, cfg)
     holdout = _outside(holdout, gallery)
+    _check_grouping(cfg, local_on and thresholds and holdout is not None and not holdout.empty)
     if local_on and local.glue:
         create_glue(local.method)  # a family without a learned matcher is refused before any image is read
     if local_on and (holdout is None or holdout.empty):
@@ -105,7 +86,7 @@ def build_index(
         rows[DIGEST].tolist(),
         progress=progress,
         local=probes.local,
-        metadata=_metadata(rows),
+        metadata=metadata_lists(rows),
     )
     if _tunable(index, cfg):
         queries = probes.vectors[_sample_rows(len(probes.vectors), TUNING_QUERIES)]
@@ -135,6 +116,7 @@ def build_index_from_embeddings(
     """`build_index` from a folder `kenning embed` wrote, without the model: the same index and
     threshold as from the images, built chunk by chunk."""
     first_id = claim_for_build(out, replace)
+    _check_grouping(cfg, False)  # no local features from stored vectors
     vectors = EmbeddingSet(embeddings)
     if vectors.manifest.flip_tta != cfg.flip_tta:
         said = "with" if vectors.manifest.flip_tta else "without"
@@ -208,10 +190,13 @@ def build_from(
     return build_index(model, gallery, cfg.index, out, local=cfg.local, replace=replace)
 
 
-def _metadata(rows: pd.DataFrame) -> dict[str, list[str]]:
-    """The rows' viewpoints and encounters (given, or read from their names)."""
-    rows = with_metadata(rows)
-    return {VIEWPOINT: rows[VIEWPOINT].tolist(), ENCOUNTER: rows[ENCOUNTER].tolist()}
+def _check_grouping(cfg: IndexConfig, calibratable: bool) -> None:
+    """Batch grouping is calibrated on held-out identities by local matching: refused up front without them."""
+    if cfg.grouping and not calibratable:
+        raise KenningError(
+            "index.grouping needs local matching (--local), held-out identities outside the gallery and a "
+            "calibrated unknown threshold (no --threshold)"
+        )
 
 
 def _labelled_gallery(gallery: pd.DataFrame, cfg: IndexConfig) -> pd.DataFrame:
@@ -272,7 +257,7 @@ def _calibrate(
         return None
     review, bagged = (cfg.review_far, cfg.review_miss), cfg.threshold_choice == "bagged"
     result = calibrate_on_holdout(
-        recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds, cfg.resamples, review, bagged
+        recognizer, holdout, cfg.calibrate, cfg.target_far, thresholds, cfg.resamples, review, bagged, cfg.grouping
     )
     _warn_if_wide(result.main)
     embedding, fused = result.embedding, None
@@ -283,7 +268,7 @@ def _calibrate(
     if result.fusion is not None:
         threshold = result.fused.threshold if result.fused else cfg.threshold
         fused = Fused(result.fusion, threshold, result.fused, recognizer.votes.norm)
-    index.manifest = store.set_rules(out, votes, fused)
+    index.manifest = store.set_rules(out, votes, fused, result.grouping)
     return result.main
 
 
@@ -298,101 +283,3 @@ def _warn_if_wide(calibration: Calibration | None) -> None:
         f"the unknown threshold is uncertain: resampling the held-out identities puts it{where}, which decides "
         f"{spread.uncertain_share:.0%} of their queries; hold out more identities (train.holdout_fraction)"
     )
-
-
-def _readable_holdout(model_dir: str | Path, fingerprint: str) -> pd.DataFrame | None:
-    """The model's held-out images, refused up front (before the gallery is embedded) when too many
-    of their files are gone: a model moved without its data, or data deleted."""
-    holdout = load_holdout(model_dir)
-    if holdout is None or holdout.empty:
-        return holdout
-    missing = [p for p in holdout["path"] if not os.path.isfile(p)]
-    _refuse_unreadable_holdout(missing, len(holdout), "are missing", fingerprint)
-    return holdout
-
-
-def _refuse_unreadable_holdout(bad: list[str], total: int, what: str, model: str) -> None:
-    """A threshold calibrated on a held-out set that is mostly gone (data moved, deleted) would be
-    silently meaningless: refuse it; a few bad images are only a warning."""
-    if len(bad) > MAX_UNREADABLE_SHARE * total:
-        raise KenningError(
-            f"cannot calibrate the unknown threshold: {len(bad)} of {total} held-out images of model {model} {what} "
-            f"(first: {bad[0]}); put the data where the model's holdout.csv says, or pass --threshold"
-        )
-    if bad:
-        warn(f"calibrating without {len(bad)} of {total} held-out images that {what}")
-
-
-def calibrate_on_holdout(
-    recognizer: Recognizer,
-    holdout: pd.DataFrame,
-    objective: str = "map@5",
-    target_far: float = 0.05,
-    thresholds: bool = True,
-    resamples: int = 0,
-    review: tuple[float, float] | None = None,
-    bagged: bool = False,
-) -> HoldoutCalibration:
-    """Protocol B on the held-out identities, through the query path: fit the fusion (with local
-    matching) and, when `thresholds`, choose each path's unknown threshold by `objective`, its
-    spread measured on `resamples` bootstrap draws of the identities (`bagged`: their median choice is
-    the threshold) and, with `review` (review_far, review_miss), a review band around it."""
-    enrolled, queries = catalogue_split(holdout)
-    read_enrolled = recognizer.read(enrolled["path"].tolist())
-    read_queries = recognizer.read(queries["path"].tolist())
-    unreadable, total = read_enrolled.errors + read_queries.errors, len(enrolled) + len(queries)
-    _refuse_unreadable_holdout(unreadable, total, "could not be read", recognizer.model_manifest.fingerprint)
-    enrolled, queries = enrolled[read_enrolled.ok], queries[read_queries.ok]
-    catalogue = recognizer.with_index(
-        recognizer.index.with_enrolled(
-            read_enrolled.vectors,
-            enrolled["image_id"].tolist(),
-            enrolled["label"].tolist(),
-            read_enrolled.local,
-            _metadata(enrolled),
-        )
-    )
-    known = set(enrolled["label"])
-    unknown = recognizer.unknown_label
-    actual = [lab if lab in known else unknown for lab in queries["label"]]
-    n_new = actual.count(unknown)
-    if thresholds and (n_new == 0 or n_new == len(actual)):
-        raise KenningError(
-            f"cannot calibrate the unknown threshold: the held-out identities give {len(actual) - n_new} known and "
-            f"{n_new} new queries, and a threshold needs both; pass --threshold"
-        )
-    if len(actual) < FEW_CALIBRATION_QUERIES:
-        warn(f"the unknown threshold is calibrated on only {len(actual)} held-out queries: a rough estimate")
-    views = with_metadata(queries)[VIEWPOINT].tolist()  # matched as `query` matches them
-    matches = catalogue.match(read_queries.vectors, read_queries.local, views=views)
-    votes = catalogue.votes.rank(matches.neighbours)
-    identities = queries["label"].tolist()
-
-    def calibrate(ranked: list[RankedLabels]) -> Calibration | None:
-        if not thresholds:
-            return None
-        return calibrate_threshold(
-            ranked,
-            actual,
-            unknown,
-            objective,
-            target_far,
-            identities=identities,
-            resamples=resamples,
-            review=review,
-            bagged=bagged,
-        )
-
-    embedding = calibrate(votes)
-    if matches.candidates is None:
-        return HoldoutCalibration(embedding, None, None)
-    fusion = fit_fusion(
-        matches.candidates,
-        actual,
-        queries=len(actual),
-        model=recognizer.model_manifest.fingerprint,
-        on="held-out training identities, protocol B against the gallery",
-    )
-    ranked = Fused(fusion, norm=catalogue.votes.norm).rank(matches.neighbours, matches.candidates)
-    fused = calibrate(ranked)
-    return HoldoutCalibration(embedding, fusion, fused)

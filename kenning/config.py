@@ -80,6 +80,7 @@ class IndexConfig:
     cohort_skip: int = 1  # normalise=cohort: best candidates left out of a query's cohort
     cohort_size: int = 20  # normalise=cohort: candidates after them that are its impostor scores
     new_rate: float | None = None  # eval / batch queries: the threshold of each batch answers this share new
+    grouping: bool = False  # calibrate `query --batch --group` (photos that match each other answered together)
     review_far: float = 0.02  # review band: above it at most this share of held-out new queries is named
     review_miss: float = 0.05  # review band: below it at most this share of held-out right answers falls
     resamples: int = 20  # bootstrap draws of the held-out identities measuring the threshold's spread; 0: none

@@ -23,8 +23,9 @@ FLOORS = (
     ("embeddings", "decision"),  # the model and its losses; the answer rules
     ("local",),  # local features (their foreground map uses the backbone)
     ("index",),  # vectors and local features stored and searched; stores the rules
-    ("reader", "enrolment", "recognizer", "answers"),  # the query path
-    ("build", "gallery_calibration", "training", "export"),  # building an index or a model; exporting one
+    ("reader", "enrolment", "recognizer", "answers", "batch_grouping"),  # the query path
+    # building an index (and calibrating it) or a model; exporting one
+    ("build", "gallery_calibration", "holdout_calibration", "grouping_calibration", "training", "export"),
     ("eval",),
     ("serve",),
     ("cli", "__main__"),

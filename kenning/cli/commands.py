@@ -176,6 +176,7 @@ def query(
     encounter: o.Encounter = False,
     candidates: o.Candidates = 5,
     new_rate: o.NewRate = None,
+    group: o.Group = False,
 ) -> None:
     """Top-5 labels per image (or, with --encounter, for all of them at once) by k-nearest-neighbour
     voting, fused with local matching when the index has it; unknown when too far."""
@@ -183,16 +184,15 @@ def query(
     from kenning.eval.submission import answer_batch, check_submission_out
     from kenning.recognizer import Recognizer
 
-    if bool(images) == (batch is not None):
-        raise KenningError("give image files or --batch DIR_OR_CSV, not both or neither")
+    if bool(images) == (batch is not None) or (group and batch is None):
+        raise KenningError("give image files or --batch DIR_OR_CSV, not both or neither (--group answers a --batch)")
     if batch is not None:
         check_submission_out(out, batch, replace, fmt)
     recognizer = Recognizer.open(index, model, progress=batch is not None)
     recognizer.configure(k=k, power=power, search_params=search_params, local=False if no_local else None)
     if batch is not None:
-        rows, failed = answer_batch(recognizer, batch, fmt, out, new_rate)
-        output.errors(failed)
-        typer.echo(f"wrote {out}: {rows} rows ({fmt} format), {len(failed)} unreadable")
+        rows, failed, groups = answer_batch(recognizer, batch, fmt, out, new_rate, group)
+        output.batch(out, fmt, rows, failed, groups)
     else:
         records = answer_images(recognizer, [str(p) for p in images], viewpoint, encounter, candidates)
         output.answers(records, as_json)

@@ -154,6 +154,13 @@ Encounter = Annotated[
 Candidates = Annotated[
     int, typer.Option(min=1, max=100, help="Ranked identities listed per photo, for a person (k-NN: its --k voters).")
 ]
+Group = Annotated[
+    bool,
+    typer.Option(
+        "--group",
+        help="With --batch: photos that match each other are answered together (index built with index.grouping).",
+    ),
+]
 NewRate = Annotated[
     float | None,
     typer.Option(min=0.0, max=1.0, help="With --batch: answer this share of the batch unknown (its own threshold)."),

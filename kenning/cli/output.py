@@ -57,6 +57,26 @@ def built(index: Any, calibration: Any, out: Path) -> None:
             "answered; pass --threshold to choose one",
             err=True,
         )
+    if m.grouping:
+        grouping(m.grouping)
+
+
+def grouping(stored: dict[str, Any]) -> None:
+    """What `query --batch --group` will join, as the held-out identities chose it."""
+    held_out, link = stored["held_out"], stored["link"]
+    joins = "joins nothing (photo by photo was best)" if link is None else f"joins photos linked at {link:.4f} or more"
+    typer.echo(
+        f"batch grouping {joins}, grouped unknown threshold {stored['threshold']:.4f}: on the held-out identities "
+        f"{held_out['queries']} queries in {held_out['groups']} groups, balanced {held_out['balanced']:.3f}, "
+        f"false accepts {held_out['far']:.3f}"
+    )
+
+
+def batch(out: Path, fmt: str, rows: int, failed: list[str], groups: int | None) -> None:
+    """`query --batch`: the unreadable images, then what was written (and with --group, in how many groups)."""
+    errors(failed)
+    grouped = "" if groups is None else f", answered in {groups} groups"
+    typer.echo(f"wrote {out}: {rows} rows ({fmt} format), {len(failed)} unreadable{grouped}")
 
 
 def answers(records: list[dict[str, Any]], as_json: bool) -> None:

@@ -53,6 +53,12 @@ def with_metadata(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**out)
 
 
+def metadata_lists(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The rows' viewpoints and encounters (given, or read from their names), as an index stores them."""
+    rows = with_metadata(rows)
+    return {VIEWPOINT: rows[VIEWPOINT].tolist(), ENCOUNTER: rows[ENCOUNTER].tolist()}
+
+
 def check_metadata(values: Sequence[str], what: str) -> None:
     for value in values:
         if len(value) > MAX_LENGTH or any(not ch.isprintable() for ch in value):

@@ -81,15 +81,18 @@ def check_submission_out(out: Path, batch: Path, replace: bool, fmt: str) -> Non
 
 
 def answer_batch(
-    recognizer: Recognizer, batch: Path, fmt: str, out: Path, new_rate: float | None = None
-) -> tuple[int, list[str]]:
+    recognizer: Recognizer, batch: Path, fmt: str, out: Path, new_rate: float | None = None, group: bool = False
+) -> tuple[int, list[str], int | None]:
     """`query --batch`: answer every image of a folder or query list and write the submission;
     returns its rows and the error lines of images that could not be read. A list with `viewpoint`
     / `encounter` columns (or nyala-style names) is matched by viewpoint, and every photo of an
     encounter gets the encounter's answer. `new_rate`: the batch's own threshold answers that share
-    of its photos unknown (instead of the index's). Labels a Kaggle file
-    cannot hold, and names that collide in it, are refused before any image is read."""
+    of its photos unknown (instead of the index's). `group`: photos that match each other are answered
+    together (batch_grouping.py; a list that records encounters is refused). Labels a Kaggle file
+    cannot hold, and names that collide in it, are refused before any image is read. Returns the
+    rows, the error lines and, with `group`, how many groups the readable photos formed."""
     from kenning.answers import answer_encounters
+    from kenning.batch_grouping import answer_grouped
     from kenning.data.metadata import ENCOUNTER, VIEWPOINT, with_metadata
     from kenning.data.readers import read_query_list
     from kenning.labels import check_kaggle_labels
@@ -98,6 +101,17 @@ def answer_batch(
     listing = with_metadata(read_query_list(batch).assign(image_id=lambda t: t["name"]))
     submission_keys(fmt, listing["name"].tolist())  # x.jpg and x.png: refused before any image is read
     paths, views, encounters = (listing[c].tolist() for c in ("path", VIEWPOINT, ENCOUNTER))
-    each, together = answer_encounters(recognizer, paths, views, encounters, new_rate)
-    answers = [together.get(e, a) if isinstance(a, Prediction) else a for a, e in zip(each, encounters, strict=True)]
-    return len(listing), write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label)
+    if group:
+        if any(encounters):
+            raise KenningError(
+                "--group joins photos nobody grouped, and this list records encounters: leave out --group"
+            )
+        answers, groups = answer_grouped(recognizer, paths, views, new_rate)
+        count = len(set(groups[groups >= 0].tolist()))
+    else:
+        each, together = answer_encounters(recognizer, paths, views, encounters, new_rate)
+        answers = [
+            together.get(e, a) if isinstance(a, Prediction) else a for a, e in zip(each, encounters, strict=True)
+        ]
+        count = None
+    return len(listing), write_submission(out, fmt, listing["name"].tolist(), answers, recognizer.unknown_label), count

@@ -29,6 +29,7 @@ import numpy as np
 
 from kenning.atomic import temporary_name
 from kenning.config import LocalConfig, check_value
+from kenning.decision.grouping import Grouping
 from kenning.decision.rules import Fused, Votes
 from kenning.embeddings.checkpoint import ModelManifest
 from kenning.errors import KenningError, first_line
@@ -79,6 +80,7 @@ class IndexManifest:
     history_file: str = ""  # the curation log (index/history.py); "": nothing curated since the build
     fusion: dict[str, Any] = field(default_factory=dict)  # calibrators of the score parts, and what they were fitted on
     operating_point: dict[str, Any] = field(default_factory=dict)  # search_params tuned by measured recall (tuning.py)
+    grouping: dict[str, Any] = field(default_factory=dict)  # how `query --batch --group` joins photos; {}: it cannot
     viewpoints: str = "compatible"  # compatible: match only compatible viewpoints (data/metadata.py); any
     compatible_viewpoints: str = ""  # pairs matched besides equal viewpoints
     uid: str = ""  # made anew by every build: a service notices that its index was rebuilt, not changed
@@ -116,9 +118,10 @@ class IndexManifest:
         local = self.require_local() if self.local else None
         return Fused.from_dict(self.fusion, bool(local and local.verify), bool(local and local.glue))
 
-    def with_rules(self, votes: Votes, fused: Fused | None) -> IndexManifest:
-        """This manifest storing `votes` and `fused` (what their to_dict returns)."""
-        return dataclasses.replace(self, **votes.to_dict(), fusion=fused.to_dict() if fused else {})
+    def with_rules(self, votes: Votes, fused: Fused | None, grouping: Grouping | None = None) -> IndexManifest:
+        """This manifest storing `votes`, `fused` and `grouping` (what their to_dict returns)."""
+        stored = {"fusion": fused.to_dict() if fused else {}, "grouping": grouping.to_dict() if grouping else {}}
+        return dataclasses.replace(self, **votes.to_dict(), **stored)
 
 
 def check_dim(vectors: np.ndarray, dim: int) -> None:
@@ -156,6 +159,10 @@ def read_index_manifest(directory: Path) -> IndexManifest:
     number = isinstance(fused, int | float) and not isinstance(fused, bool) and math.isfinite(fused)
     if not (fused is None or (number and (normalised or 0 <= fused <= 1))):
         raise damaged("the fused threshold is not a probability" + (" or a number" if normalised else ""))
+    try:
+        Grouping.from_dict(manifest.grouping)
+    except KenningError as exc:
+        raise damaged(str(exc)) from None
     if manifest.local:
         try:
             for key, value in dataclasses.asdict(manifest.require_local()).items():

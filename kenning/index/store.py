@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kenning.decision.grouping import Grouping
 from kenning.decision.rules import Fused, Votes
 from kenning.errors import KenningError
 from kenning.index.backend import create_index
@@ -227,11 +228,13 @@ def compact(directory: str | Path, progress: bool = False) -> GalleryIndex:
     return compacted
 
 
-def set_rules(directory: str | Path, votes: Votes, fused: Fused | None) -> IndexManifest:
-    """Record the answer rules calibration chose (their thresholds and how each was chosen, and
-    with local matching the fusion of the stages); only the manifest changes."""
+def set_rules(
+    directory: str | Path, votes: Votes, fused: Fused | None, grouping: Grouping | None = None
+) -> IndexManifest:
+    """Record the answer rules calibration chose (their thresholds and how each was chosen, with
+    local matching the fusion of the stages, and asked for, the batch grouping); only the manifest changes."""
     directory = Path(directory)
     with writer_lock(directory):
-        manifest = locked_manifest(directory).with_rules(votes, fused)
+        manifest = locked_manifest(directory).with_rules(votes, fused, grouping)
         commit(directory, manifest)
     return manifest
