@@ -67,8 +67,8 @@ def sure_labels(ranked: Sequence[RankedLabels], threshold: float | None) -> list
 
 def link_groups(partner: np.ndarray, score: np.ndarray, link: float | None, sure: Sequence[str | None]) -> np.ndarray:
     """Each photo's group number (0, 1, ... in order of first photo): photo i is joined to
-    `partner[i]` when `score[i]` reaches `link` (None: never), strongest links first, unless the
-    join would put two different identities of `sure` into one group."""
+    `partner[i]` when `score[i]` reaches `link` (None: never) and is positive, strongest links
+    first, unless the join would put two different identities of `sure` into one group."""
     # Union-find by hand: scipy's connected_components joins every edge, it cannot refuse a join.
     parent = list(range(len(score)))
     named = list(sure)  # per group root: the one identity its photos name with confidence, or None
@@ -80,7 +80,7 @@ def link_groups(partner: np.ndarray, score: np.ndarray, link: float | None, sure
         return i
 
     for i in np.argsort(-np.asarray(score), kind="stable"):
-        if link is None or score[i] < link:
+        if link is None or score[i] < link or score[i] <= 0:  # a link needs some local evidence
             break
         a, b = root(int(i)), root(int(partner[i]))
         if a == b or (named[a] is not None and named[b] is not None and named[a] != named[b]):

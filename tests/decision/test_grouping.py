@@ -25,6 +25,8 @@ def test_links_at_or_above_the_threshold_join_photos_and_weaker_ones_do_not() ->
     assert groups.tolist() == [0, 0, 1, 1, 2]
     assert link_groups(partner, score, 0.95, [None] * 5).tolist() == [0, 1, 2, 3, 4]
     assert link_groups(partner, score, None, [None] * 5).tolist() == [0, 1, 2, 3, 4]
+    # No local evidence is no link, even where the threshold is 0.
+    assert link_groups(np.array([1, 0]), np.array([0.0, 0.0]), 0.0, [None, None]).tolist() == [0, 1]
 
 
 def test_two_photos_sure_of_different_identities_never_share_a_group_even_through_a_third() -> None:
